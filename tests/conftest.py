@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny random-init GPT-2, GPT-NeoX and Llama models saved with ``save_pretrained``."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from tools.tiny import TINY_ARCHS, make_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory) -> dict[str, str]:
+    """``{"gpt2": path, "neox": path, "llama": path}``: each a model dir loadable by ``from_pretrained``."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {arch: str(make_tiny_model(arch, root / arch)) for arch in TINY_ARCHS}
+
+
+@pytest.fixture(params=TINY_ARCHS)
+def tiny_model_dir(request, tiny_model_dirs) -> str:
+    """Each tiny architecture in turn (parametrised)."""
+    return tiny_model_dirs[request.param]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    """Runs and logs of every test go to a temp ``INTERP_AGENT_HOME``, never the user's."""
+    monkeypatch.setenv("INTERP_AGENT_HOME", str(tmp_path / "home"))
