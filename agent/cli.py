@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
-from typer._click import exceptions as click_exc  # typer vendors click; its errors live here
 from rich.console import Console
 from rich.markup import escape
+from typer._click import exceptions as click_exc  # typer vendors click; its errors live here
 
 from agent import __version__
 

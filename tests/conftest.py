@@ -9,8 +9,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
 
 from tools.tiny import TINY_ARCHS, make_tiny_model  # noqa: E402
+
+hf_logging.disable_progress_bar()
 
 
 @pytest.fixture(scope="session")
