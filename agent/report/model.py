@@ -1,0 +1,127 @@
+"""What a report shows, as plain data: :class:`RunSummary`, derived from a run's log and nothing else.
+
+Every renderer (Markdown, HTML, notebook) takes a :class:`RunSummary`; :func:`agent.report.summarise`
+builds it from ``events.jsonl``. Keeping the two apart means a renderer never parses events and a schema
+change touches one function.
+
+>>> s = RunSummary(run_id="r1", question="which heads move names?")
+>>> s.components == [] and s.budget.steps == 0
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class CellRecord(BaseModel):
+    """One executed code cell, as logged (an ``execution_result`` event and the call behind it)."""
+
+    seq: int
+    """``seq`` of the ``execution_result`` event."""
+    call: str = "run_code"
+    """Tool call that produced the cell (``run_code``, ``ablate``, ``attention``...)."""
+    component: str | None = None
+    """Component under investigation when the cell ran, if any."""
+    code: str
+    result: dict[str, Any] = Field(default_factory=dict)
+    """The logged ``ExecutionResult`` as a dict (status, stdout, stderr, result, data, outputs...)."""
+
+
+class ComponentRow(BaseModel):
+    """One row of the component table."""
+
+    component: str
+    role: str = "—"
+    explanation: str = ""
+    confidence: float | None = None
+    """0..1 as concluded by the planner."""
+    numbers: dict[str, float | str] = Field(default_factory=dict)
+    """Key numbers: ablation effect, patching effect, top attention role..."""
+    evidence: list[int] = Field(default_factory=list)
+    """Event seqs of the experiments cited."""
+    seq: int | None = None
+    """``seq`` of the conclusion event."""
+
+
+class HypothesisStep(BaseModel):
+    status: str
+    """``proposed`` | ``supported`` | ``refuted`` | other planner statuses."""
+    seq: int
+    """Event that recorded this status."""
+    evidence: list[int] = Field(default_factory=list)
+    """Experiments (event seqs) that decided it."""
+    note: str = ""
+
+
+class Hypothesis(BaseModel):
+    """A hypothesis and its fate over time."""
+
+    id: str
+    component: str | None = None
+    statement: str
+    steps: list[HypothesisStep] = Field(default_factory=list)
+
+    @property
+    def final(self) -> str:
+        return self.steps[-1].status if self.steps else "proposed"
+
+
+class Cluster(BaseModel):
+    name: str
+    members: list[str]
+    explanation: str = ""
+
+
+class Budget(BaseModel):
+    """Resources used, from the log (units in field names)."""
+
+    steps: int = 0
+    tool_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    usd: float = 0.0
+    wall_s: float | None = None
+    """Wall time of the run in seconds (run_started → run_finished)."""
+
+
+class Figure(BaseModel):
+    """A rendered figure: PNG bytes (base64) plus where its data came from."""
+
+    title: str
+    png_b64: str
+    source_seq: int | None = None
+    """Event whose logged data the figure was computed from."""
+    kind: str = "figure"
+    """``attention`` | ``patching`` | ``logged`` (a figure file the run wrote)."""
+
+
+class RunSummary(BaseModel):
+    """Everything a report shows, derived from the log."""
+
+    run_id: str
+    run_dir: str | None = None
+    question: str = ""
+    task: str | None = None
+    task_description: str = ""
+    model: str | None = None
+    model_fingerprint: str | None = None
+    seed: int | None = None
+    planner: str | None = None
+    status: str = "unknown"
+    """``finished``, ``running`` (no run_finished event) or the logged final status."""
+    started: str | None = None
+    circuit: list[str] = Field(default_factory=list)
+    setup_cells: list[str] = Field(default_factory=list)
+    cells: list[CellRecord] = Field(default_factory=list)
+    components: list[ComponentRow] = Field(default_factory=list)
+    clusters: list[Cluster] = Field(default_factory=list)
+    hypotheses: list[Hypothesis] = Field(default_factory=list)
+    budget: Budget = Field(default_factory=Budget)
+    evaluation: dict[str, Any] | None = None
+    """Scores from an ``evaluation`` event, when present."""
+    figures: list[Figure] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    """Things the report could not show and why (missing data, skipped figures)."""
