@@ -31,6 +31,7 @@ from agent import __version__
 # One line per command module; each defines ``register(app: typer.Typer) -> None``.
 COMMAND_MODULES: list[str] = [
     "agent.commands.demo",
+    "agent.commands.report",
 ]
 
 console = Console()
