@@ -47,7 +47,26 @@ class ToolUseBlock(_Data):
     """The tool's arguments as the model wrote them: NOT validated (see ``validate_tool_input``)."""
 
 
-ContentBlock = Annotated[TextBlock | ToolUseBlock, Field(discriminator="type")]
+class ThinkingBlock(_Data):
+    """The model's visible reasoning (adaptive/extended thinking). Send it back unchanged in the next request."""
+
+    type: Literal["thinking"] = "thinking"
+    thinking: str
+    """The reasoning text."""
+    signature: str = ""
+    """Opaque signature the API checks when the block is sent back."""
+
+
+class RedactedThinkingBlock(_Data):
+    """Encrypted reasoning. Send it back unchanged in the next request."""
+
+    type: Literal["redacted_thinking"] = "redacted_thinking"
+    data: str
+    """Opaque encrypted payload."""
+
+
+ContentBlock = Annotated[TextBlock | ToolUseBlock | ThinkingBlock | RedactedThinkingBlock,
+                         Field(discriminator="type")]
 """One block of an assistant turn."""
 
 StopReason = Literal["end_turn", "tool_use", "max_tokens", "stop_sequence", "pause_turn", "refusal"]

@@ -1,0 +1,248 @@
+"""The ``claude`` backend: the official ``anthropic`` SDK with tool use, retries, accounting and caching.
+
+- **Retries** are ours, not the SDK's (the client is built with ``max_retries=0``), so every attempt
+  is visible: 429, 408, 409, 5xx and 529 ``overloaded_error`` (and connection errors) are retried with
+  exponential backoff and full jitter, ``min(max_delay, base_delay * 2**k) * U(0.5, 1)``; a
+  ``retry-after`` / ``retry-after-ms`` header, when present, is honoured instead (capped at
+  ``max_delay``). Other errors (400, 401, 403, 404...) fail at once with a message saying what to fix.
+- **Accounting**: tokens from the response ``usage`` (input, output, cache read, cache write) and USD
+  from :mod:`agent.llm.pricing` (None for an unknown model). :attr:`ClaudeBackend.totals` sums them.
+- **Prompt caching**: ``cache_control: {"type": "ephemeral"}`` on the system block and on the last
+  tool (so the tools + system prefix is cached), and, with ``cache_conversation=True`` (default), on the
+  last block of the last message so each turn reads the earlier turns from the cache.
+
+The SDK is imported when a backend is built, not when this module is imported.
+
+>>> ClaudeBackend(api_key="")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+agent.llm.base.LLMConfigError: ANTHROPIC_API_KEY is not set — export ANTHROPIC_API_KEY=... or use --planner offline ...
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.llm.base import LLMAPIError, LLMConfigError, ToolSpec
+from agent.llm.pricing import cost_usd
+from agent.llm.types import (
+    LLMResponse,
+    RedactedThinkingBlock,
+    TextBlock,
+    ThinkingBlock,
+    ToolUseBlock,
+    Usage,
+)
+
+DEFAULT_MODEL = "claude-sonnet-5-5"
+"""The default model: Claude Sonnet 5.5 (current Sonnet as of 2026-11; $2 / $10 per million tokens)."""
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+"""HTTP statuses retried (any other 5xx too)."""
+EPHEMERAL = {"type": "ephemeral"}
+
+
+@dataclass
+class Totals:
+    """Running sums over a backend's calls."""
+
+    calls: int = 0
+    """Successful calls."""
+    attempts: int = 0
+    """HTTP attempts, failed ones included."""
+    retries: int = 0
+    """Attempts that failed and were retried."""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    usd: float = 0.0
+    """Spend (US dollars); calls of unknown price add 0 and set ``usd_unknown``."""
+    usd_unknown: bool = False
+    sleeps: list[float] = field(default_factory=list)
+    """Each backoff wait (seconds), in order."""
+
+
+class ClaudeBackend:
+    """Claude through the Messages API with tool use.
+
+    ``api_key`` defaults to ``$ANTHROPIC_API_KEY``; ``base_url`` to the SDK default (or
+    ``$ANTHROPIC_BASE_URL``). ``max_retries`` counts retries after the first attempt. ``sleep`` and
+    ``rng`` are injectable so tests need not wait.
+    """
+
+    name = "claude"
+
+    def __init__(self, model: str = DEFAULT_MODEL, *, api_key: str | None = None, base_url: str | None = None,
+                 max_retries: int = 6, base_delay: float = 1.0, max_delay: float = 60.0,
+                 timeout: float = 300.0, cache_conversation: bool = True,
+                 sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None) -> None:
+        key = os.environ.get("ANTHROPIC_API_KEY") if api_key is None else api_key
+        if not key:
+            raise LLMConfigError("ANTHROPIC_API_KEY is not set",
+                                 fix="export ANTHROPIC_API_KEY=... or use --planner offline "
+                                     "(the deterministic offline researcher needs no key)")
+        if max_retries < 0:
+            raise LLMConfigError(f"max_retries must be >= 0, got {max_retries}", fix="pass 0 to disable retries")
+        import anthropic  # the SDK is only needed here
+
+        self._anthropic = anthropic
+        self.model = model
+        self.max_retries = max_retries
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.cache_conversation = cache_conversation
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self.totals = Totals()
+        self.client = anthropic.Anthropic(api_key=key, base_url=base_url, max_retries=0, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"ClaudeBackend(model={self.model!r}, base_url={str(self.client.base_url)!r})"
+
+    # ------------------------------------------------------------------------------------------ request
+
+    def build_request(self, *, system: str, messages: list[dict[str, Any]], tools: list[ToolSpec],
+                      max_tokens: int = 4096) -> dict[str, Any]:
+        """The keyword arguments of ``messages.create`` (with the cache breakpoints); inputs untouched."""
+        req: dict[str, Any] = {"model": self.model, "max_tokens": max_tokens}
+        if system:
+            req["system"] = [{"type": "text", "text": system, "cache_control": EPHEMERAL}]
+        if tools:
+            api_tools = [t.to_api() for t in tools]
+            api_tools[-1] = {**api_tools[-1], "cache_control": EPHEMERAL}
+            req["tools"] = api_tools
+        msgs = copy.deepcopy(messages)
+        if self.cache_conversation and msgs:
+            last = msgs[-1]
+            content = last.get("content")
+            if isinstance(content, str) and content:
+                last["content"] = [{"type": "text", "text": content, "cache_control": EPHEMERAL}]
+            elif isinstance(content, list) and content and isinstance(content[-1], dict) and \
+                    content[-1].get("type") in ("text", "tool_result", "tool_use", "image", "document"):
+                content[-1] = {**content[-1], "cache_control": EPHEMERAL}
+        req["messages"] = msgs
+        return req
+
+    # ------------------------------------------------------------------------------------------ call
+
+    def complete(self, *, system: str, messages: list[dict[str, Any]], tools: list[ToolSpec],
+                 max_tokens: int = 4096) -> LLMResponse:
+        """One assistant turn. Retries transient failures; raises :class:`LLMAPIError` for good."""
+        req = self.build_request(system=system, messages=messages, tools=tools, max_tokens=max_tokens)
+        start = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            self.totals.attempts += 1
+            try:
+                msg = self.client.messages.create(**req)
+                break
+            except Exception as e:  # classify; anything not from the SDK propagates unchanged
+                retry, delay, failure = self._classify(e, attempt)
+                if failure is None:
+                    raise
+                if not retry:
+                    raise failure from e
+                if attempt > self.max_retries:
+                    raise LLMAPIError(
+                        f"Claude API failed after {attempt} attempts; last error: {failure.what}",
+                        fix="wait and rerun (interp-agent resume RUN continues the run), raise --max-retries, "
+                            "or use --planner offline",
+                        status_code=failure.status_code, error_type=failure.error_type, attempts=attempt) from e
+                self.totals.retries += 1
+                self.totals.sleeps.append(delay)
+                self._sleep(delay)
+        resp = self._to_response(msg, latency_s=time.monotonic() - start, attempts=attempt)
+        self._account(resp)
+        return resp
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter for the wait after failed attempt number ``attempt`` (1-based)."""
+        return min(self.max_delay, self.base_delay * 2 ** (attempt - 1)) * self._rng.uniform(0.5, 1.0)
+
+    def _classify(self, e: Exception, attempt: int) -> tuple[bool, float, LLMAPIError | None]:
+        """(retry?, wait seconds, the error to raise); error None for a non-SDK exception."""
+        a = self._anthropic
+        if isinstance(e, a.APIStatusError):
+            status = e.status_code
+            etype = getattr(e, "type", None)
+            api_msg = getattr(e, "api_message", None) or str(e)
+            what = f"HTTP {status} {etype or ''}: {api_msg}".replace("  ", " ")
+            retry = status in RETRYABLE_STATUS or status >= 500 or etype == "overloaded_error"
+            fix = {
+                401: "check ANTHROPIC_API_KEY (it was rejected), or use --planner offline",
+                403: "the API key lacks permission for this model or feature; check the key or the model",
+                404: f"unknown model {self.model!r} or endpoint; pass a current model id with --model",
+                400: "the request was malformed; rerun with --debug and report it",
+            }.get(status, "see the message; use --planner offline to work without the API")
+            err = LLMAPIError(f"Claude API error: {what}", fix=fix, status_code=status, error_type=etype,
+                              attempts=attempt)
+            delay = self._retry_after(e.response.headers) if retry else None
+            return retry, (delay if delay is not None else self._backoff(attempt)), err
+        if isinstance(e, a.APIConnectionError):  # includes APITimeoutError
+            err = LLMAPIError(f"cannot reach the Claude API at {self.client.base_url}: {e}",
+                              fix="check the network / ANTHROPIC_BASE_URL, or use --planner offline",
+                              attempts=attempt)
+            return True, self._backoff(attempt), err
+        return False, 0.0, None
+
+    def _retry_after(self, headers: Any) -> float | None:
+        """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds), capped at ``max_delay``."""
+        for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+            raw = headers.get(name) if headers is not None else None
+            if raw is None:
+                continue
+            try:
+                v = float(raw) * scale
+            except ValueError:
+                continue
+            if v >= 0:
+                return min(v, self.max_delay)
+        return None
+
+    # ------------------------------------------------------------------------------------------ response
+
+    def _to_response(self, msg: Any, *, latency_s: float, attempts: int) -> LLMResponse:
+        blocks: list[Any] = []
+        for b in msg.content:
+            t = getattr(b, "type", None)
+            if t == "text":
+                blocks.append(TextBlock(text=b.text))
+            elif t == "tool_use":
+                blocks.append(ToolUseBlock(id=b.id, name=b.name, input=b.input if isinstance(b.input, dict)
+                                           else {"_raw": b.input}))
+            elif t == "thinking":
+                blocks.append(ThinkingBlock(thinking=b.thinking, signature=getattr(b, "signature", "") or ""))
+            elif t == "redacted_thinking":
+                blocks.append(RedactedThinkingBlock(data=b.data))
+            # other block kinds (server tools...) are not used by our tools and are dropped
+        u = msg.usage
+        usage = Usage(input_tokens=u.input_tokens or 0, output_tokens=u.output_tokens or 0,
+                      cache_read_input_tokens=getattr(u, "cache_read_input_tokens", None) or 0,
+                      cache_creation_input_tokens=getattr(u, "cache_creation_input_tokens", None) or 0)
+        model = getattr(msg, "model", None) or self.model
+        cost = cost_usd(model, **usage.model_dump())
+        if cost is None and model != self.model:
+            cost = cost_usd(self.model, **usage.model_dump())
+        stop = msg.stop_reason if msg.stop_reason in ("end_turn", "tool_use", "max_tokens", "stop_sequence",
+                                                       "pause_turn", "refusal") else None
+        return LLMResponse(content=blocks, stop_reason=stop, usage=usage, cost_usd=cost, model=model,
+                           latency_s=latency_s, attempts=attempts)
+
+    def _account(self, r: LLMResponse) -> None:
+        t = self.totals
+        t.calls += 1
+        t.input_tokens += r.usage.input_tokens
+        t.output_tokens += r.usage.output_tokens
+        t.cache_read_input_tokens += r.usage.cache_read_input_tokens
+        t.cache_creation_input_tokens += r.usage.cache_creation_input_tokens
+        if r.cost_usd is None:
+            t.usd_unknown = True
+        else:
+            t.usd += r.cost_usd
