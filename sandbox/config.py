@@ -1,0 +1,120 @@
+"""Limits and the kernel's environment (an allow-list: secrets never reach the kernel).
+
+>>> limits = SandboxLimits(memory_gb=4)
+>>> limits.memory_bytes
+4294967296
+>>> env = kernel_env(workspace="/w", parent={"PATH": "/usr/bin", "ANTHROPIC_API_KEY": "sk-x", "AWS_SECRET": "y"})
+>>> sorted(k for k in env if "KEY" in k or "AWS" in k)
+[]
+>>> env["HOME"], env["HF_HUB_OFFLINE"]
+('/w', '1')
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sandbox.errors import SandboxError
+
+GiB = 1024**3
+MiB = 1024**2
+
+
+class SandboxLimits(BaseModel):
+    """Resource limits of one kernel. Every field is a hard limit enforced outside the kernel's control."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    memory_gb: float = Field(8.0, gt=0)
+    """Address-space limit (RLIMIT_AS) of the kernel and each child, in GiB. torch imports under 2 GiB
+    of virtual memory; models need their weights on top. Docker: the container's ``mem_limit``."""
+    file_size_gb: float = Field(2.0, gt=0)
+    """Largest file the kernel may write (RLIMIT_FSIZE), in GiB."""
+    processes: int = Field(256, ge=16)
+    """Processes + threads of the kernel's user (RLIMIT_NPROC; Docker: ``pids_limit``)."""
+    cpu_seconds: int | None = Field(None, ge=1)
+    """Total CPU seconds of the kernel's life (RLIMIT_CPU, SIGXCPU kills it). Off by default: per-cell time
+    is the wall-clock ``cell_timeout_s`` instead."""
+    tmp_mb: int = Field(512, ge=16)
+    """Size of the kernel's private ``/tmp`` (a tmpfs), in MiB."""
+    cell_timeout_s: float = Field(600.0, gt=0)
+    """Default wall-clock deadline of one cell, in seconds (``execute(timeout=...)`` overrides it)."""
+    interrupt_grace_s: float = Field(2.0, gt=0)
+    """Seconds to wait after an interrupt before restarting a kernel that ignores it."""
+    start_timeout_s: float = Field(60.0, gt=0)
+    """Seconds the kernel has to answer ``kernel_info`` after launch."""
+    output_chars: int = Field(100_000, ge=100)
+    """Characters of stdout (and, separately, stderr) kept per cell; the rest is cut with a marker."""
+    flood_chars: int = Field(20_000_000, ge=1000)
+    """Output (characters) after which a cell is interrupted as a flood."""
+    result_bytes: int = Field(4 * MiB, ge=1024)
+    """Largest JSON ``_result`` accepted, in bytes."""
+    cpus: float | None = Field(None, gt=0)
+    """Docker only: CPU quota (``nano_cpus``), in CPUs."""
+
+    @property
+    def memory_bytes(self) -> int:
+        return int(self.memory_gb * GiB)
+
+    @property
+    def file_size_bytes(self) -> int:
+        return int(self.file_size_gb * GiB)
+
+
+# Variables passed through from the parent when set; everything else is dropped.
+ENV_PASSTHROUGH: tuple[str, ...] = (
+    "PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM",
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
+    "HF_HUB_CACHE", "TRANSFORMERS_CACHE",
+)
+_SECRET = re.compile(
+    r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|COOKIE|SESSION)|^(AWS|GOOGLE|GCP|AZURE|ANTHROPIC|OPENAI|HF_TOKEN|"
+    r"GITHUB|GH_|SSH_|DOCKER_|KUBE)", re.IGNORECASE)
+
+
+def looks_secret(name: str) -> bool:
+    """Whether an environment variable name looks like a credential.
+
+    >>> [looks_secret(n) for n in ("ANTHROPIC_API_KEY", "HF_TOKEN", "AWS_REGION", "PATH", "LANG")]
+    [True, True, True, False, False]
+    """
+    return bool(_SECRET.search(name))
+
+
+def kernel_env(workspace: str | os.PathLike, parent: Mapping[str, str] | None = None,
+               extra: Mapping[str, str] | None = None, pythonpath: str | None = None) -> dict[str, str]:
+    """The kernel's whole environment: an allow-list of the parent's variables plus fixed settings.
+
+    ``extra`` adds caller variables; a name that looks like a credential is refused with a
+    :class:`SandboxError` (pass data to the kernel through files or setup code, never secrets).
+    """
+    parent = os.environ if parent is None else parent
+    env = {k: parent[k] for k in ENV_PASSTHROUGH if k in parent and not looks_secret(k)}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.setdefault("LANG", "C.UTF-8")
+    ws = os.fspath(workspace)
+    env.update({
+        "HOME": ws,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "MPLCONFIGDIR": "/tmp/matplotlib",
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        "IPYTHONDIR": "/tmp/ipython",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "XDG_CACHE_HOME": "/tmp/cache",
+    })
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    for k, v in (extra or {}).items():
+        if looks_secret(k):
+            raise SandboxError(f"refusing to pass environment variable {k!r} into the sandbox: it looks like a "
+                               "credential", fix="the kernel must never hold secrets; pass data via files or setup_code")
+        env[k] = v
+    return env
