@@ -1,0 +1,190 @@
+"""Exact invariants of the intervention core on tiny GPT-2, GPT-NeoX and Llama models (float32)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tools import (
+    Component,
+    TaskBatch,
+    ablate,
+    attribution_patching,
+    load_model,
+    logit_diff,
+    patch,
+    patching_sweep,
+    run_with_cache,
+    run_with_interventions,
+)
+from tools.model import Model
+
+ARCHS = ("gpt2", "neox", "llama")
+
+
+@pytest.fixture(scope="session")
+def models(tiny_model_dirs) -> dict[str, Model]:
+    return {a: load_model(tiny_model_dirs[a], device="cpu") for a in ARCHS}
+
+
+@pytest.fixture(params=ARCHS)
+def model(request, models) -> Model:
+    return models[request.param]
+
+
+def make_batch(B: int = 4, T: int = 8, seed: int = 0) -> TaskBatch:
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randint(4, 64, (B, T), generator=g)
+    corrupt = clean.clone()
+    corrupt[:, 2] = torch.randint(4, 64, (B,), generator=g)
+    corrupt[:, 5] = torch.randint(4, 64, (B,), generator=g)
+    return TaskBatch(clean_ids=clean, corrupt_ids=corrupt, answer_ids=torch.randint(4, 64, (B,), generator=g),
+                     wrong_ids=torch.randint(4, 64, (B,), generator=g),
+                     positions={"S2": torch.full((B,), 5), "END": torch.full((B,), T - 1)})
+
+
+@pytest.fixture(scope="module")
+def batch() -> TaskBatch:
+    return make_batch()
+
+
+def test_arch_and_shapes(model: Model) -> None:
+    assert model.arch in ARCHS and model.n_layers == 2 and model.n_heads == 4 and model.d_model == 64
+    assert model.W_O(0).shape == (4, 16, 64)
+    assert len(model.fingerprint()) == 64 and model.fingerprint() == model.fingerprint()
+
+
+def test_patch_every_component_reproduces_clean(model: Model, batch: TaskBatch) -> None:
+    clean, corrupt = model(batch.clean_ids), model(batch.corrupt_ids)
+    assert (clean - corrupt).abs().max() > 1e-3  # the prompts differ, so the test can fail
+    for kind in ("writers", "heads", "mlps", "attn", "resid_pre", "resid_post"):
+        comps = model.components(kind)
+        if kind in ("heads",):
+            comps = comps + [Component.emb()] + model.components("mlps")
+        if kind in ("mlps",):
+            comps = comps + [Component.emb()] + model.components("attn")
+        if kind in ("attn",):
+            comps = comps + [Component.emb()] + model.components("mlps")
+        if kind in ("resid_pre", "resid_post"):
+            comps = comps[-1:]  # the last residual alone decides the logits
+            kind_clean = patch(model, batch, comps)
+            if kind == "resid_pre":  # only the last block recomputes: not clean in general
+                continue
+            torch.testing.assert_close(kind_clean, clean, atol=1e-4, rtol=0)
+            continue
+        torch.testing.assert_close(patch(model, batch, comps), clean, atol=1e-4, rtol=0)
+    torch.testing.assert_close(patch(model, batch, ["resid_pre0"]), clean, atol=1e-4, rtol=0)
+    torch.testing.assert_close(patch(model, batch, ["EMB"]), clean, atol=1e-4, rtol=0)
+
+
+def test_patch_every_component_corrupt_to_clean(model: Model, batch: TaskBatch) -> None:
+    out = patch(model, batch, model.components("writers"), direction="corrupt_to_clean")
+    torch.testing.assert_close(out, model(batch.corrupt_ids), atol=1e-4, rtol=0)
+
+
+def test_patching_nothing_changes_nothing(model: Model, batch: TaskBatch) -> None:
+    assert torch.equal(patch(model, batch, []), model(batch.corrupt_ids))
+    # patching at a position where clean == corrupt (position 0) changes nothing either
+    torch.testing.assert_close(patch(model, batch, model.components("writers"), positions=0),
+                               model(batch.corrupt_ids), atol=1e-5, rtol=0)
+
+
+def test_patch_positions_only_change_later_tokens(model: Model, batch: TaskBatch) -> None:
+    out = patch(model, batch, ["L0H1", "MLP0"], positions="S2")
+    corrupt = model(batch.corrupt_ids)
+    torch.testing.assert_close(out[:, :5], corrupt[:, :5], atol=1e-6, rtol=0)  # causal: before S2 untouched
+    assert (out[:, 5:] - corrupt[:, 5:]).abs().max() > 1e-6
+
+
+def test_head_outputs_sum_to_attention_output(model: Model, batch: TaskBatch) -> None:
+    _, cache = run_with_cache(model, batch.clean_ids, "all")
+    for layer in range(model.n_layers):
+        heads = sum(cache[Component.attn_head(layer, h)] for h in range(model.n_heads))
+        torch.testing.assert_close(heads + model.b_O(layer).detach(), cache[Component.attn(layer)],
+                                   atol=1e-5, rtol=0)
+    # the residual stream is the sum of its writers
+    last = model.n_layers - 1
+    total = cache[Component.emb()] + sum(cache[Component.attn(layer)] + cache[Component.mlp(layer)]
+                                         for layer in range(model.n_layers))
+    torch.testing.assert_close(total, cache[Component.resid_post(last)], atol=1e-4, rtol=0)
+
+
+def test_zero_ablating_head_with_zero_WO_changes_nothing(model: Model, batch: TaskBatch) -> None:
+    m = model.copy()
+    with torch.no_grad():
+        w = m.module(m.adapter.o_proj, 1).weight
+        dh = m.d_head
+        if m.adapter.conv1d:
+            w[2 * dh:3 * dh, :] = 0
+        else:
+            w[:, 2 * dh:3 * dh] = 0
+    base = m(batch.clean_ids)
+    assert torch.equal(ablate(m, batch, ["L1H2"], method="zero"), base)
+    assert (ablate(m, batch, ["L1H1"], method="zero") - base).abs().max() > 1e-5  # a live head does matter
+
+
+def test_ablate_variants(model: Model, batch: TaskBatch) -> None:
+    one = batch[:1]
+    base = model(one.clean_ids)
+    # mean / resample over a reference that is the prompt itself reproduce it exactly
+    torch.testing.assert_close(ablate(model, one, ["L0H0", "MLP1"], method="mean"), base, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ablate(model, one, ["L0H0", "MLP1"], method="resample", reference=one), base,
+                               atol=1e-6, rtol=0)
+    # mean ablation = replacing with the mean output, computed independently
+    _, cache = run_with_cache(model, batch.corrupt_ids, ["MLP0"])
+    mean = cache[Component.parse("MLP0")].mean(0)
+    want = run_with_interventions(model, batch.clean_ids, {"MLP0": mean})
+    got = ablate(model, batch, ["MLP0"], method="mean", reference=batch.corrupt_ids)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+
+
+def test_residual_space_head_edit_equals_z_space(model: Model, batch: TaskBatch) -> None:
+    zeroed = run_with_interventions(model, batch.clean_ids, {"L0H3": torch.zeros(model.d_model)})
+    torch.testing.assert_close(zeroed, ablate(model, batch, ["L0H3"], method="zero"), atol=1e-5, rtol=0)
+    same = run_with_interventions(model, batch.clean_ids, {"L1H0": lambda out: out})
+    torch.testing.assert_close(same, model(batch.clean_ids), atol=1e-6, rtol=0)
+
+
+def test_batched_sweep_equals_loop_of_single_patches(model: Model, batch: TaskBatch) -> None:
+    comps = model.components("writers") + model.components("resid_pre")
+    for positions in (None, "S2"):
+        # max_tokens small: several chunks of several variants each
+        swept = patching_sweep(model, batch, logit_diff, components=comps, positions=positions,
+                               max_tokens=3 * batch.size * batch.seq_len)
+        base = float(logit_diff(model(batch.corrupt_ids), batch))
+        for c in comps:
+            single = float(logit_diff(patch(model, batch, [c], positions=positions), batch)) - base
+            assert swept[c] == pytest.approx(single, abs=1e-5), c
+    assert any(abs(v) > 1e-4 for v in swept.values())
+
+
+def linear_tail(model: Model) -> Model:
+    """A copy whose final norm is the identity and whose last MLP outputs 0: the logits are then
+    exactly linear in every last-layer head, in ATTN{last} and in resid_post{last}."""
+    m = model.copy()
+    path = m.adapter.final_norm.rsplit(".", 1)
+    setattr(m.module(path[0]), path[1], nn.Identity())
+    with torch.no_grad():
+        for p in m.module(m.adapter.mlp, m.n_layers - 1).parameters():
+            p.zero_()
+    return m
+
+
+def test_attribution_equals_exact_on_linear_sites(model: Model, batch: TaskBatch) -> None:
+    m = linear_tail(model)
+    last = m.n_layers - 1
+    comps = [c for c in m.components("heads") if c.layer == last] + [Component.attn(last),
+                                                                     Component.resid_post(last)]
+    for positions in (None, ["S2", "END"]):
+        exact = patching_sweep(m, batch, logit_diff, components=comps, positions=positions)
+        approx = attribution_patching(m, batch, logit_diff, components=comps, positions=positions)
+        scale = max(abs(v) for v in exact.values())
+        assert scale > 1e-5  # random-init weights are small; compare relative to the largest effect
+        for c in comps:
+            assert approx[c] == pytest.approx(exact[c], abs=1e-3 * scale), c
+    # on the original model (norm + MLP after the site) it is only an approximation
+    exact = patching_sweep(model, batch, logit_diff, components=["L0H0", "L0H1", "MLP0"])
+    approx = attribution_patching(model, batch, logit_diff, components=["L0H0", "L0H1", "MLP0"])
+    scale = max(abs(v) for v in exact.values())
+    assert any(abs(approx[c] - exact[c]) > 1e-3 * scale for c in exact)
