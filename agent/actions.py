@@ -10,7 +10,7 @@ names the cells use:
 ``task``      the ``evals.tasks.TaskSpec``
 ``batches``   ``{"main": TaskBatch, "heldout": TaskBatch}``; held-out prompts use a fresh seed
 ``batch``     ``batches["main"]``
-``metric``    the task metric, ``metric(logits, batch) -> scalar`` (logit difference by default)
+``metric``    the task metric, ``metric(logits, batch) -> scalar`` (``task.metric_fn``; logit difference by default)
 ``_tojson``   turns tensors / ``Component`` keys / nested containers into JSON-able values
 ``_base``     ``_base(b) -> {"clean", "corrupt", "gap"}``: the metric on clean and corrupt prompts
 ============  ====================================================================================
@@ -349,7 +349,7 @@ def setup_cells(model_ref: str, task_name: str, n_prompts: int, seed: int) -> li
         f"batches = {{'main': task.make_batch(model.tokenizer, {n_prompts}, {seed}), "
         f"'heldout': task.make_batch(model.tokenizer, {n_prompts}, {seed + 1000})}}",
         "batch = batches['main']",
-        "metric = getattr(tools, task.metric)",
+        "metric = task.metric_fn(model.tokenizer)",
     ])
     helpers = "\n".join([
         "def _tojson(x):",

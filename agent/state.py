@@ -79,6 +79,8 @@ class ResearchState(TypedDict, total=False):
     """Statements of hypotheses recorded (for the progress view)."""
     log_seq: int
     """Events in the log when this state was checkpointed (the journal's commit point)."""
+    failure: str | None
+    """Why the run could not go on (e.g. the localisation sweep failed), if it could not."""
     report_path: str | None
     status: str | None
     """``completed`` | ``budget`` once the run finished."""
@@ -148,6 +150,8 @@ class RunContext:
     """Builds and starts the sandbox on first use (replayed steps need none)."""
     budget: Budget = field(default_factory=Budget)
     system_prompt: str = ""
+    tool_specs: list[Any] = field(default_factory=list)
+    """:class:`agent.llm.ToolSpec` list offered to the planner (see :func:`agent.actions.tool_specs`)."""
     threshold: float = 0.1
     """Localisation keeps components with |patching effect| ≥ ``threshold`` × the clean − corrupt gap."""
     max_components: int = 8

@@ -1,0 +1,405 @@
+"""The offline planner: a deterministic, systematic researcher behind the LLM backend interface.
+
+:class:`OfflineBackend` implements ``complete(system=, messages=, tools=)`` like the Claude backend,
+but computes its turn from the conversation (the component brief and the tool results so far), so it
+goes through the very same loop, is logged the same way and replays. It is the honest one-shot
+workflow baseline: the same battery and rules for every component, three turns each.
+
+Turn 1 — battery (on the main prompts): ``ablate`` (mean), ``patch`` (clean → corrupt),
+``logit_attribution`` (direct effect onto answer − wrong); for heads also ``attention`` (where END
+attends, in task roles) and ``head_scores`` (OV copying, previous-token, induction, duplicate-token).
+
+Turn 2 — hypotheses by these rules, in priority order (every rule that fires is proposed, at most 3;
+none → "no clear role"), each with a prediction tested on HELD-OUT prompts (a fresh seed):
+
+=====  ======================  ==============================================  ===============================================
+rule   role                    fires when (main prompts)                       prediction tested on held-out prompts
+=====  ======================  ==============================================  ===============================================
+R1     negative mover          DLA ≤ −0.10 × clean metric                      held-out DLA ≤ −0.05 × clean
+R2     name mover              head; task has IO; DLA ≥ 0.20 × clean and       held-out DLA ≥ 0.10 × clean and attention on
+                               attention END→IO ≥ 0.40                         IO ≥ 0.30
+R3     induction               head; induction score ≥ 0.40                    score ≥ 0.30 on fresh random sequences (seed 1)
+R4     previous token          head; previous-token score ≥ 0.40               score ≥ 0.30 on fresh random sequences (seed 1)
+R5     duplicate token         head; duplicate-token score ≥ 0.40              score ≥ 0.30 on fresh random sequences (seed 1)
+R6     S-inhibition            head; task has S2; attention END→S2 ≥ 0.30,     held-out ablation effect ≥ 0.05 of the gap and
+                               ablation effect ≥ 0.10 of the gap, |DLA| <      attention on S2 ≥ 0.20
+                               0.10 × clean
+R7     mover / direct writer   DLA ≥ 0.20 × clean (heads: "mover"; MLPs:       held-out DLA ≥ 0.10 × clean
+                               "direct MLP")
+R8     indirect contributor    ablation or patching effect ≥ 0.10 of the gap,  held-out ablation effect ≥ 0.05 of the gap
+                               |DLA| < 0.10 × clean (MLPs: "indirect MLP")
+R0     no clear role           no rule fires                                   held-out |ablation effect| < 0.10 of the gap
+=====  ======================  ==============================================  ===============================================
+
+(DLA = direct logit attribution onto answer − wrong; "clean" = the clean metric; "gap" = clean −
+corrupt metric; scores as returned by ``tools.head_scores``.)
+
+Turn 3 — each hypothesis is marked ``supported`` or ``refuted`` by its held-out result, and the
+component is concluded with the highest-priority supported role (none supported → "no clear role",
+low confidence). Confidence = 0.5 + 0.4 × (fraction of the role's checks passed with margin ≥ 1.5×).
+Components are then clustered by role label, i.e. by evidence signature.
+
+>>> b = OfflineBackend()
+>>> brief = "COMPONENT: MLP0\\nTASK: toy-ioi\\nROLES: IO, S1, S2, END\\nMETRIC: logit_diff\\n\\nInvestigate MLP0."
+>>> r = b.complete(system="", messages=[{"role": "user", "content": brief}], tools=[])
+>>> [t.name for t in r.tool_uses]
+['ablate', 'patch', 'logit_attribution']
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.llm.types import LLMResponse, TextBlock, ToolUseBlock, Usage
+from agent.planners.prompts import parse_brief
+from tools.components import Component, Kind
+
+DLA_T = 0.20
+NEG_T = -0.10
+ABL_T = 0.10
+SCORE_T = 0.40
+ATTN_T = 0.40
+S2_T = 0.30
+HELD_SCORE_T = 0.30
+SCORE_KEYS = {
+    "induction": ("induction",),
+    "previous token": ("previous", "prev"),
+    "duplicate token": ("duplicate", "dup"),
+    "copying": ("copy",),
+}
+
+
+@dataclass
+class Hyp:
+    """One rule that fired: its id, role, statement, prediction and the held-out test it needs."""
+
+    rule: str
+    role: str
+    statement: str
+    prediction: str
+    tests: list[str]
+    evidence: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Obs:
+    """What the conversation so far tells about the component: tool results keyed by test name."""
+
+    results: dict[str, Any] = field(default_factory=dict)
+    seqs: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    turns: int = 0
+    concluded: bool = False
+
+
+def _key(name: str, inp: dict[str, Any]) -> str:
+    if name == "head_scores":
+        return f"head_scores:{inp.get('seed', 0)}"
+    return f"{name}:{inp.get('prompts', 'main')}"
+
+
+def _parse_result(content: Any) -> tuple[Any, int | None, str | None]:
+    text = content if isinstance(content, str) else " ".join(
+        c.get("text", "") for c in content if isinstance(c, dict))
+    try:
+        body = json.loads(text)
+        if isinstance(body, dict):
+            return body.get("data"), body.get("seq"), None
+    except (json.JSONDecodeError, TypeError):
+        pass
+    m = re.match(r"seq (\d+)", text or "")
+    return None, int(m.group(1)) if m else None, text
+
+
+def observe(messages: list[dict[str, Any]]) -> Obs:
+    """Collect the tool results of the conversation by test key (``ablate:main``, ``head_scores:1``...)."""
+    obs = Obs()
+    calls: dict[str, tuple[str, dict[str, Any]]] = {}
+    for m in messages:
+        content = m.get("content")
+        if not isinstance(content, list):
+            continue
+        for blk in content:
+            if not isinstance(blk, dict):
+                continue
+            if m["role"] == "assistant" and blk.get("type") == "tool_use":
+                calls[blk["id"]] = (blk["name"], blk.get("input") or {})
+            elif m["role"] == "user" and blk.get("type") == "tool_result" and blk.get("tool_use_id") in calls:
+                name, inp = calls[blk["tool_use_id"]]
+                data, seq, err = _parse_result(blk.get("content", ""))
+                if name == "conclude_component" and not blk.get("is_error"):
+                    obs.concluded = True
+                key = _key(name, inp)
+                if seq is not None:
+                    obs.seqs[key] = seq
+                if blk.get("is_error"):
+                    obs.errors[key] = err or "error"
+                elif data is not None:
+                    obs.results[key] = data
+    obs.turns = sum(1 for m in messages if m.get("role") == "assistant")
+    return obs
+
+
+# ---------------------------------------------------------------------------------------------- features
+
+
+def _num(x: Any) -> float | None:
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, int | float):
+        return float(x)
+    if isinstance(x, list) and x and all(isinstance(v, int | float) for v in x):
+        return sum(x) / len(x)
+    return None
+
+
+def _find(d: Any, comp: str) -> Any:
+    """The entry for ``comp`` in a dict keyed by component (or ``d`` itself)."""
+    if isinstance(d, dict) and comp in d:
+        return d[comp]
+    if isinstance(d, dict) and len(d) == 1:
+        return next(iter(d.values()))
+    return d
+
+
+def dla_frac(data: Any, comp: str) -> float | None:
+    """Direct logit attribution of ``comp`` as a fraction of the clean metric."""
+    if not isinstance(data, dict):
+        return None
+    v = _num(_find(data.get("dla"), comp))
+    if v is None and isinstance(_find(data.get("dla"), comp), dict):
+        inner = _find(data.get("dla"), comp)
+        v = next((_num(inner[k]) for k in ("mean", "value", "dla", "logit_diff") if k in inner), None)
+    clean = _num(data.get("clean"))
+    if v is None or not clean:
+        return None
+    return v / abs(clean)
+
+
+def attn_frac(data: Any, role: str) -> float | None:
+    """Fraction of attention from END on ``role`` in an ``attention`` result."""
+    if not isinstance(data, dict):
+        return None
+    s = data.get("summary", data)
+    if isinstance(s, dict):
+        for sub in ("fractions", "roles", "to", "attention"):
+            if isinstance(s.get(sub), dict):
+                s = s[sub]
+                break
+        for k, v in s.items():
+            if k.lower() == role.lower():
+                return _num(v)
+    return None
+
+
+def head_score(data: Any, comp: str, which: str) -> float | None:
+    """One of the head scores (``induction``, ``previous token``, ``duplicate token``, ``copying``)."""
+    if not isinstance(data, dict):
+        return None
+    s = _find(data.get("scores", data), comp)
+    if not isinstance(s, dict):
+        return None
+    for k, v in s.items():
+        kl = k.lower()
+        if any(kl.startswith(p) for p in SCORE_KEYS[which]) and "offset" not in kl:
+            n = _num(v)
+            if n is not None:
+                return n
+    return None
+
+
+def effect(data: Any) -> float | None:
+    return _num(data.get("effect_frac")) if isinstance(data, dict) else None
+
+
+# ---------------------------------------------------------------------------------------------- rules
+
+
+def propose(comp: str, roles: list[str], obs: Obs) -> list[Hyp]:
+    """The rules of the module docstring, applied to the battery's results (main prompts)."""
+    c = Component.parse(comp)
+    head = c.kind is Kind.HEAD
+    r = obs.results
+    dla = dla_frac(r.get("logit_attribution:main"), comp)
+    abl = effect(r.get("ablate:main"))
+    pat = effect(r.get("patch:main"))
+    att = r.get("attention:main")
+    sc = r.get("head_scores:0")
+    ev = [obs.seqs[k] for k in ("ablate:main", "patch:main", "logit_attribution:main", "attention:main",
+                                "head_scores:0") if k in obs.seqs]
+    out: list[Hyp] = []
+    f = lambda v: "n/a" if v is None else f"{v:+.2f}"  # noqa: E731
+    if dla is not None and dla <= NEG_T:
+        out.append(Hyp("R1", "negative mover", f"{comp} writes against the answer (DLA {f(dla)} of clean)",
+                       "held-out DLA <= -0.05 x clean", ["logit_attribution:heldout"]))
+    io = attn_frac(att, "IO") if head and "IO" in roles else None
+    if dla is not None and io is not None and dla >= DLA_T and io >= ATTN_T:
+        out.append(Hyp("R2", "name mover", f"{comp} attends from END to IO ({io:.2f}) and writes the IO name "
+                       f"into the answer logit (DLA {f(dla)} of clean)",
+                       "held-out DLA >= 0.10 x clean and attention on IO >= 0.30",
+                       ["logit_attribution:heldout", "attention:heldout"]))
+    if head:
+        for rule, which in (("R3", "induction"), ("R4", "previous token"), ("R5", "duplicate token")):
+            s = head_score(sc, comp, which)
+            if s is not None and s >= SCORE_T:
+                out.append(Hyp(rule, which, f"{comp} is a {which} head ({which} score {s:.2f})",
+                               f"{which} score >= 0.30 on fresh random sequences (seed 1)", ["head_scores:1"]))
+    s2 = attn_frac(att, "S2") if head and "S2" in roles else None
+    if (s2 is not None and abl is not None and s2 >= S2_T and abl >= ABL_T
+            and (dla is None or abs(dla) < 0.1)):
+        out.append(Hyp("R6", "S-inhibition", f"{comp} attends END->S2 ({s2:.2f}) and matters (ablation "
+                       f"{f(abl)} of gap) without a direct effect: it signals the repeated name downstream",
+                       "held-out ablation effect >= 0.05 of gap and attention on S2 >= 0.20",
+                       ["ablate:heldout", "attention:heldout"]))
+    if dla is not None and dla >= DLA_T and not any(h.rule == "R2" for h in out):
+        role = "mover" if head else "direct MLP"
+        out.append(Hyp("R7", role, f"{comp} writes the answer directly (DLA {f(dla)} of clean)",
+                       "held-out DLA >= 0.10 x clean", ["logit_attribution:heldout"]))
+    big = max((v for v in (abl, pat) if v is not None), default=None)
+    if big is not None and big >= ABL_T and (dla is None or abs(dla) < 0.1) and not out:
+        role = "indirect contributor" if head else "indirect MLP"
+        out.append(Hyp("R8", role, f"{comp} matters (ablation {f(abl)}, patching {f(pat)} of gap) only through "
+                       "later components (small direct effect)",
+                       "held-out ablation effect >= 0.05 of gap", ["ablate:heldout"]))
+    out = out[:3]
+    if not out:
+        out.append(Hyp("R0", "no clear role", f"{comp} has no clear role in this task (ablation {f(abl)} of gap, "
+                       f"DLA {f(dla)} of clean)", "held-out |ablation effect| < 0.10 of gap", ["ablate:heldout"]))
+    for h in out:
+        h.evidence = ev
+    return out
+
+
+def check(h: Hyp, comp: str, obs: Obs) -> tuple[bool, float]:
+    """Test ``h``'s prediction on the held-out results: (supported, fraction of checks with margin)."""
+    r = obs.results
+    checks: list[tuple[float | None, float, str]] = []  # (value, threshold, direction)
+    if h.rule == "R1":
+        checks.append((dla_frac(r.get("logit_attribution:heldout"), comp), -0.05, "le"))
+    elif h.rule == "R2":
+        checks.append((dla_frac(r.get("logit_attribution:heldout"), comp), 0.10, "ge"))
+        checks.append((attn_frac(r.get("attention:heldout"), "IO"), 0.30, "ge"))
+    elif h.rule in ("R3", "R4", "R5"):
+        checks.append((head_score(r.get("head_scores:1"), comp, h.role), HELD_SCORE_T, "ge"))
+    elif h.rule == "R6":
+        checks.append((effect(r.get("ablate:heldout")), 0.05, "ge"))
+        checks.append((attn_frac(r.get("attention:heldout"), "S2"), 0.20, "ge"))
+    elif h.rule == "R7":
+        checks.append((dla_frac(r.get("logit_attribution:heldout"), comp), 0.10, "ge"))
+    elif h.rule == "R8":
+        checks.append((effect(r.get("ablate:heldout")), 0.05, "ge"))
+    else:
+        v = effect(r.get("ablate:heldout"))
+        checks.append((None if v is None else abs(v), 0.10, "lt"))
+    ok = True
+    margin = 0
+    for v, t, d in checks:
+        if v is None:
+            ok = False
+            continue
+        passed = v >= t if d == "ge" else (v <= t if d == "le" else v < t)
+        ok = ok and passed
+        if passed and (abs(v) >= 1.5 * abs(t) if d != "lt" else abs(v) <= abs(t) / 1.5):
+            margin += 1
+    return ok, margin / max(1, len(checks))
+
+
+# ---------------------------------------------------------------------------------------------- backend
+
+
+class OfflineBackend:
+    """The deterministic systematic researcher, as an LLM backend (no API, no tokens, no cost)."""
+
+    name = "offline"
+    model = "offline-systematic-v1"
+
+    def complete(self, *, system: str, messages: list[dict[str, Any]], tools: list[Any],
+                 max_tokens: int = 4096) -> LLMResponse:
+        brief = parse_brief(messages[0]["content"] if isinstance(messages[0]["content"], str) else "")
+        comp = brief.get("COMPONENT")
+        if not comp:
+            return self._text("I need a component brief (a COMPONENT: line) to plan experiments.")
+        roles = [r.strip() for r in brief.get("ROLES", "").split(",") if r.strip()]
+        obs = observe(messages)
+        if obs.concluded:
+            return self._text(f"{comp} is concluded.")
+        turn = obs.turns
+        if turn == 0:
+            return self._tools(comp, turn, self._battery(comp))
+        hyps = propose(comp, roles, obs)
+        if turn == 1:
+            calls: list[tuple[str, dict[str, Any]]] = []
+            for i, h in enumerate(hyps, 1):
+                calls.append(("record_hypothesis", {
+                    "component": comp, "hypothesis_id": f"{comp}.{h.rule}", "statement": h.statement,
+                    "status": "proposed", "prediction": h.prediction, "evidence": h.evidence}))
+                del i
+            tests: list[str] = []
+            for h in hyps:
+                tests += [t for t in h.tests if t not in tests]
+            calls += [self._test_call(comp, t) for t in tests]
+            return self._tools(comp, turn, calls)
+        # turn >= 2: mark hypotheses, conclude
+        calls = []
+        best: tuple[Hyp, float] | None = None
+        for h in hyps:
+            ok, margin = check(h, comp, obs)
+            ev = h.evidence + [obs.seqs[t] for t in h.tests if t in obs.seqs]
+            calls.append(("record_hypothesis", {
+                "component": comp, "hypothesis_id": f"{comp}.{h.rule}", "statement": h.statement,
+                "status": "supported" if ok else "refuted", "prediction": h.prediction, "evidence": ev}))
+            if ok and best is None:
+                best = (h, margin)
+        if best is None:
+            role, conf = "no clear role", 0.3
+            expl = (f"No hypothesis survived the held-out test ({'; '.join(h.statement for h in hyps)}); "
+                    "no clear role found by the systematic battery.")
+            ev = sorted({s for h in hyps for s in h.evidence})
+        else:
+            h, margin = best
+            role = h.role if h.rule != "R0" else "no clear role"
+            conf = round(0.5 + 0.4 * margin, 2) if h.rule != "R0" else 0.5
+            expl = (f"{h.statement}. Prediction on held-out prompts ({h.prediction}) held. "
+                    f"Rule {h.rule} of the offline planner.")
+            ev = h.evidence + [obs.seqs[t] for t in h.tests if t in obs.seqs]
+        calls.append(("conclude_component", {"component": comp, "role": role, "explanation": expl,
+                                             "confidence": conf, "evidence": ev}))
+        return self._tools(comp, turn, calls)
+
+    # helpers ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _battery(comp: str) -> list[tuple[str, dict[str, Any]]]:
+        calls: list[tuple[str, dict[str, Any]]] = [
+            ("ablate", {"components": [comp], "method": "mean", "prompts": "main"}),
+            ("patch", {"components": [comp], "direction": "clean_to_corrupt", "prompts": "main"}),
+            ("logit_attribution", {"components": [comp], "prompts": "main"}),
+        ]
+        if Component.parse(comp).kind is Kind.HEAD:
+            calls += [("attention", {"head": comp, "prompts": "main"}),
+                      ("head_scores", {"heads": [comp], "seed": 0})]
+        return calls
+
+    @staticmethod
+    def _test_call(comp: str, test: str) -> tuple[str, dict[str, Any]]:
+        name, _, arg = test.partition(":")
+        if name == "head_scores":
+            return name, {"heads": [comp], "seed": int(arg)}
+        if name == "ablate":
+            return name, {"components": [comp], "method": "mean", "prompts": arg}
+        if name == "attention":
+            return name, {"head": comp, "prompts": arg}
+        return name, {"components": [comp], "prompts": arg}
+
+    def _tools(self, comp: str, turn: int, calls: list[tuple[str, dict[str, Any]]]) -> LLMResponse:
+        blocks: list[Any] = [TextBlock(text=f"[offline planner] {comp}, turn {turn + 1}: "
+                                       + ", ".join(n for n, _ in calls))]
+        blocks += [ToolUseBlock(id=f"off-{comp}-{turn}-{i}", name=n, input=inp) for i, (n, inp) in enumerate(calls)]
+        return LLMResponse(content=blocks, stop_reason="tool_use", usage=Usage(), cost_usd=0.0, model=self.model)
+
+    def _text(self, text: str) -> LLMResponse:
+        return LLMResponse(content=[TextBlock(text=text)], stop_reason="end_turn", usage=Usage(), cost_usd=0.0,
+                           model=self.model)

@@ -1,0 +1,76 @@
+"""The prompts every planner gets: one system prompt, and one opening brief per component.
+
+The brief starts with ``KEY: value`` header lines (``COMPONENT``, ``TASK``, ``ROLES``, ``METRIC``...)
+that a human reads easily and the offline planner parses (:func:`parse_brief`).
+
+>>> text = component_brief("L1H0", question="Which heads move IO?", task="toy-ioi", description="IOI",
+...                        roles=["IO", "S1", "S2", "END"], metric="logit_diff", effect=0.42, others=["L0H1"],
+...                        concluded={"L0H1": "previous token"})
+>>> b = parse_brief(text)
+>>> b["COMPONENT"], b["ROLES"], b["EFFECT"]
+('L1H0', 'IO, S1, S2, END', '0.420')
+"""
+
+from __future__ import annotations
+
+SYSTEM_PROMPT = """\
+You are a careful mechanistic-interpretability researcher. You investigate ONE component of a \
+language model at a time (an attention head L{layer}H{head}, an MLP{layer}, ...) on a task given as \
+clean/corrupt prompt pairs with a metric (by default the logit difference answer - wrong at the END \
+position). Find out what the component does for the task.
+
+Method:
+1. Measure: ablate, patch, logit_attribution (direct effect onto answer - wrong), attention (where a head \
+looks from END, in task roles), head_scores (copying / previous-token / induction / duplicate-token).
+2. Propose hypotheses with record_hypothesis (status "proposed"), each with a falsifiable prediction.
+3. Test each prediction on the HELD-OUT prompts (prompts="heldout") or a fresh seed, then record the \
+hypothesis again with the same hypothesis_id and status "supported" or "refuted", citing evidence seqs.
+4. Conclude with conclude_component: a short role label (e.g. "name mover", "negative name mover", \
+"S-inhibition", "induction", "previous token", "duplicate token", "no clear role"), an explanation in \
+task terms with the numbers, a confidence 0-1, and the evidence seqs.
+
+Every experiment tool runs as a code cell in a sandboxed Jupyter kernel where `model`, `task`, \
+`batches` ({"main", "heldout"}), `batch`, `metric`, `tools` and `Component` are defined; run_code runs \
+your own cell (assign `_result = {...}` to get numbers back). Tool results are JSON with the log \
+`seq` of the result: cite those seqs as evidence. Effects are also given as fractions of the clean - \
+corrupt metric gap ("effect_frac"). Be economical: each turn costs budget.
+"""
+
+
+def component_brief(component: str, *, question: str, task: str, description: str, roles: list[str],
+                    metric: str, effect: float | None = None, others: list[str] | None = None,
+                    concluded: dict[str, str] | None = None) -> str:
+    """The first user message of a component's sub-loop."""
+    lines = [
+        f"COMPONENT: {component}",
+        f"TASK: {task}",
+        f"ROLES: {', '.join(roles)}",
+        f"METRIC: {metric}",
+    ]
+    if effect is not None:
+        lines.append(f"EFFECT: {effect:.3f}")
+    lines += [
+        f"QUESTION: {question}",
+        f"TASK DESCRIPTION: {description or task}",
+        f"OTHER COMPONENTS: {', '.join(others or []) or 'none'}",
+        "ALREADY CONCLUDED: " + ("; ".join(f"{c} = {r}" for c, r in (concluded or {}).items()) or "none"),
+        "",
+        f"Investigate {component}: what does it do for this task? Run experiments, record and test "
+        f"hypotheses on held-out prompts, then call conclude_component for {component}.",
+    ]
+    if effect is not None:
+        lines.insert(-1, f"(EFFECT is {component}'s patching effect in the localisation sweep, as a fraction of "
+                         "the clean - corrupt gap.)")
+    return "\n".join(lines)
+
+
+def parse_brief(text: str) -> dict[str, str]:
+    """The ``KEY: value`` header lines of a brief (up to the first blank line)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            break
+        key, sep, value = line.partition(": ")
+        if sep and key.isupper():
+            out[key] = value.strip()
+    return out

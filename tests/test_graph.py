@@ -1,0 +1,163 @@
+"""The research graph with the offline planner, on a scripted sandbox (no kernel, no model).
+
+Checks the loop's bookkeeping exactly: roles recovered from known signatures, one conclusion per
+component, contiguous seqs, budgets ending components as ``inconclusive: budget``, malformed tool
+input sent back as a tool error, localisation threshold, and resume after a crash mid-node.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from agent.budget import Budget
+from agent.llm.types import LLMResponse, TextBlock, ToolUseBlock
+from agent.log import read_events
+from agent.run import RunConfig, resume_run, run_status, start_run
+from tests.test_graph_fakes import EXPECTED_ROLES, SIGNATURES, Crash, fake_factory
+
+CIRCUIT = list(SIGNATURES)
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(question="Which heads move the indirect object's name?", task="toy-ioi", model="toy-ioi",
+                planner="offline", out=str(tmp_path / "runs"), n_prompts=8)
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def _check_log(run_dir):
+    events = read_events(run_dir)
+    assert [e.seq for e in events] == list(range(len(events)))
+    assert events[0].kind == "run_started" and events[-1].kind == "run_finished"
+    concl = Counter(e.component for e in events if e.kind == "conclusion")
+    assert all(n == 1 for n in concl.values()), concl
+    calls = Counter(e.call_id for e in events if e.kind == "tool_call")
+    assert all(n == 1 for n in calls.values()), calls
+    results = Counter(e.call_id for e in events if e.kind == "execution_result")
+    assert all(n == 1 for n in results.values()), results
+    return events
+
+
+def test_offline_run_recovers_planted_signatures(tmp_path):
+    out = start_run(_cfg(tmp_path, circuit=CIRCUIT), sandbox_factory=fake_factory())
+    assert out.status == "completed"
+    roles = {c: v["role"] for c, v in out.conclusions.items()}
+    assert roles == EXPECTED_ROLES
+    events = _check_log(out.run_dir)
+    # every experiment is a logged code cell; hypotheses were proposed then tested on held-out prompts
+    hyps = [e for e in events if e.kind == "hypothesis"]
+    assert {e.status for e in hyps} >= {"proposed", "supported"}
+    assert any("heldout" in e.code for e in events if e.kind == "execution_result")
+    # the name mover's conclusion cites real evidence events
+    c = next(e for e in events if e.kind == "conclusion" and e.component == "L1H0")
+    assert c.evidence and all(events[s].kind == "execution_result" for s in c.evidence)
+    clusters = {e.name: e.components for e in events if e.kind == "cluster"}
+    assert clusters["name mover"] == ["L1H0"] and clusters["previous token"] == ["L0H1"]
+    assert (tmp_path / "runs" / out.run_id / "report.md").exists()
+    st = run_status(out.run_dir)
+    assert st["state"] == "completed" and st["pending"] == [] and st["done"] == len(CIRCUIT)
+
+
+def test_localisation_keeps_components_above_threshold(tmp_path):
+    out = start_run(_cfg(tmp_path), sandbox_factory=fake_factory())
+    # patching fractions in the fake: L1H0 .45, L0H1 .3, L0H2 .2, MLP0 .15, L1H1 -.1, L0H3 .01
+    events = read_events(out.run_dir)
+    first_call = next(e for e in events if e.kind == "tool_call")
+    assert first_call.name == "attribution_sweep" and first_call.component is None
+    comps = list(out.conclusions)
+    assert comps == ["L1H0", "L0H1", "L0H2", "MLP0", "L1H1"]  # |effect| >= 10% of the gap, largest first
+    assert "L0H3" not in comps
+
+
+def test_component_step_budget_ends_inconclusive_and_run_reports(tmp_path):
+    out = start_run(_cfg(tmp_path, circuit=["L1H0", "L0H1"], budget=Budget(max_steps=1)),
+                    sandbox_factory=fake_factory())
+    assert out.status == "completed"  # a per-component limit does not stop the run
+    for c in ("L1H0", "L0H1"):
+        assert out.conclusions[c]["role"] == "inconclusive"
+        assert out.conclusions[c]["inconclusive_reason"] == "budget"
+    events = _check_log(out.run_dir)
+    hits = [e for e in events if e.kind == "budget" and e.limit_hit]
+    assert [e.limit_hit for e in hits] == ["component_steps", "component_steps"]
+
+
+def test_run_wide_tool_call_budget_stops_remaining_components(tmp_path):
+    out = start_run(_cfg(tmp_path, circuit=["L1H0", "L0H1", "L0H2"], budget=Budget(max_tool_calls=12)),
+                    sandbox_factory=fake_factory())
+    assert out.status == "budget"
+    events = _check_log(out.run_dir)
+    assert sum(1 for e in events if e.kind == "tool_call") <= 12 + 7  # a started turn finishes its calls
+    assert out.conclusions["L0H2"]["inconclusive_reason"] == "budget"
+    assert not any(e.kind == "llm_request" and e.component == "L0H2" for e in events)
+    assert (tmp_path / "runs" / out.run_id / "report.md").exists()
+
+
+class Scripted:
+    """A backend replaying a fixed list of turns (to send malformed tool inputs)."""
+
+    name = "scripted"
+    model = "scripted-1"
+
+    def __init__(self, turns):
+        self.turns = list(turns)
+        self.seen = []
+
+    def complete(self, *, system, messages, tools, max_tokens=4096):
+        self.seen.append(list(messages))
+        return self.turns.pop(0)
+
+
+def test_malformed_tool_input_goes_back_as_tool_error(tmp_path, monkeypatch):
+    turns = [
+        LLMResponse(content=[ToolUseBlock(id="t1", name="ablate", input={"components": ["L9X9"]}),
+                             ToolUseBlock(id="t2", name="no_such_tool", input={})], stop_reason="tool_use"),
+        LLMResponse(content=[ToolUseBlock(id="t3", name="ablate", input={"components": ["L1H0"]})],
+                    stop_reason="tool_use"),
+        LLMResponse(content=[TextBlock(text="done"), ToolUseBlock(id="t4", name="conclude_component", input={
+            "component": "L1H0", "role": "name mover", "explanation": "x", "confidence": 0.7,
+            "evidence": [10_000]})], stop_reason="tool_use"),
+    ]
+    backend = Scripted(turns)
+    monkeypatch.setattr("agent.run.make_backend", lambda cfg: backend)
+    out = start_run(_cfg(tmp_path, circuit=["L1H0"]), sandbox_factory=fake_factory())
+    assert out.conclusions["L1H0"]["role"] == "name mover"
+    second = backend.seen[1][-1]["content"]
+    assert [b["is_error"] for b in second] == [True, True]
+    assert "cannot parse component 'L9X9'" in second[0]["content"] and "unknown tool" in second[1]["content"]
+    third = backend.seen[2][-1]["content"][0]
+    assert third["is_error"] is False and json.loads(third["content"])["data"]["effect_frac"] == 0.5
+    events = _check_log(out.run_dir)
+    c = next(e for e in events if e.kind == "conclusion")
+    assert c.evidence == []  # an evidence seq that does not exist is dropped, not a crash
+    assert sum(1 for e in events if e.kind == "error" and e.where.startswith("tool.")) == 2
+
+
+@pytest.mark.parametrize("crash_after", [1, 4, 9, 17])
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path, crash_after):
+    ref = start_run(_cfg(tmp_path / "ref", circuit=CIRCUIT[:3]), sandbox_factory=fake_factory())
+    ref_kinds = [(e.kind, e.component) for e in read_events(ref.run_dir)]
+
+    started = []
+    with pytest.raises(Crash):
+        start_run(_cfg(tmp_path, circuit=CIRCUIT[:3]), sandbox_factory=fake_factory(crash_after=crash_after),
+                  on_started=started.append)
+    run_dir = started[0]
+    partial = read_events(run_dir)
+    assert partial[-1].kind != "run_finished"
+    out = resume_run(run_dir, sandbox_factory=fake_factory())
+    assert out.status == "completed"
+    events = _check_log(run_dir)
+    assert [(e.kind, e.component) for e in events] == ref_kinds
+    assert [e.model_dump(exclude={"ts"}) for e in events[: len(partial)]] == \
+        [e.model_dump(exclude={"ts"}) for e in partial]
+    assert {c: v["role"] for c, v in out.conclusions.items()} == {c: EXPECTED_ROLES[c] for c in CIRCUIT[:3]}
+
+
+def test_resume_of_finished_run_changes_nothing(tmp_path):
+    out = start_run(_cfg(tmp_path, circuit=["L0H1"]), sandbox_factory=fake_factory())
+    n = len(read_events(out.run_dir))
+    again = resume_run(out.run_dir, sandbox_factory=fake_factory())
+    assert again.status == "completed" and len(read_events(out.run_dir)) == n
