@@ -11,6 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from tests.fake_anthropic import fake_anthropic  # noqa: E402, F401  (fixture: a fake Messages API)
 from tools.tiny import TINY_ARCHS, make_tiny_model  # noqa: E402
 
 hf_logging.disable_progress_bar()

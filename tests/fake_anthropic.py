@@ -231,7 +231,8 @@ class _Server:
         self.httpd.daemon_threads = True
         host, port = self.httpd.server_address[:2]
         self.fake.base_url = f"http://{host}:{port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="fake-anthropic", daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02},
+                                       name="fake-anthropic", daemon=True)
 
     def __enter__(self) -> FakeAnthropic:
         self.thread.start()

@@ -215,8 +215,7 @@ class ClaudeBackend:
             if t == "text":
                 blocks.append(TextBlock(text=b.text))
             elif t == "tool_use":
-                blocks.append(ToolUseBlock(id=b.id, name=b.name, input=b.input if isinstance(b.input, dict)
-                                           else {"_raw": b.input}))
+                blocks.append(ToolUseBlock(id=b.id, name=b.name, input=b.input))
             elif t == "thinking":
                 blocks.append(ThinkingBlock(thinking=b.thinking, signature=getattr(b, "signature", "") or ""))
             elif t == "redacted_thinking":

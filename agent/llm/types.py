@@ -43,8 +43,9 @@ class ToolUseBlock(_Data):
     """The call id chosen by the API (``toolu_...``); a ``tool_result`` must echo it as ``tool_use_id``."""
     name: str
     """The tool's name, one of the :class:`ToolSpec` names sent with the request."""
-    input: dict[str, Any] = Field(default_factory=dict)
-    """The tool's arguments as the model wrote them: NOT validated (see ``validate_tool_input``)."""
+    input: Any = Field(default_factory=dict)
+    """The tool's arguments as the model wrote them (normally a JSON object): NOT validated (see
+    ``validate_tool_input``)."""
 
 
 class ThinkingBlock(_Data):
