@@ -32,6 +32,7 @@ from agent import __version__
 COMMAND_MODULES: list[str] = [
     "agent.commands.demo",
     "agent.commands.report",
+    "agent.commands.investigate",
 ]
 
 console = Console()

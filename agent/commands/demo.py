@@ -1,32 +1,44 @@
-"""``interp-agent demo``: the most complete offline investigation that exists (what `make demo` runs)."""
+"""``interp-agent demo``: a full offline investigation of the toy-IOI zoo model (what `make demo` runs).
+
+The offline planner frames the IOI question, localises the circuit with an exact patching sweep,
+investigates each component (ablation, patching, attention in task terms, DLA, head scores; hypotheses
+tested on held-out prompts), clusters the components by role and writes ``report.md``. The command
+prints each component's role in a sentence and where the report is.
+"""
 
 from __future__ import annotations
 
-import tempfile
 from typing import Annotated
 
 import typer
+
+DEMO_QUESTION = "Which heads move the indirect object's name in IOI, and what does each component do?"
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
         out: Annotated[str | None, typer.Option("--out", help="Directory for runs (default: $INTERP_AGENT_HOME/runs).")] = None,
+        prompts: Annotated[int, typer.Option("--prompts", help="Prompts in the main and in the held-out batch.")] = 32,
+        unsafe_no_isolation: Annotated[bool, typer.Option("--unsafe-no-isolation", help="Run the kernel without isolation when none is available (logged).")] = False,
     ) -> None:
-        """Run the offline demo: load a tiny GPT-2 from disk and show its next-token predictions."""
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        """Run a full offline investigation of the toy-IOI zoo model and summarise each component's role."""
+        from agent.budget import Budget
+        from agent.cli import STATE, console, emit
+        from agent.commands.investigate import run_with_view
+        from agent.run import RunConfig, start_run
 
-        from agent.cli import console
-        from tools.tiny import make_tiny_model
-
-        path = make_tiny_model("gpt2", tempfile.mkdtemp(prefix="interp-agent-demo-"))
-        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
-        ids = torch.tensor([tok("w1 w2 w3")["input_ids"]])
-        with torch.no_grad():
-            logits = model(ids).logits[0, -1]
-        top = torch.topk(logits, 3)
-        console.print(f"tiny GPT-2 at {path}: top next tokens after 'w1 w2 w3':")
-        for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True):
-            console.print(f"  {tok.decode([i])!s:>6}  logit {v:+.3f}")
+        cfg = RunConfig(question=DEMO_QUESTION, task="toy-ioi", model="toy-ioi", planner="offline",
+                        budget=Budget(max_steps=6), n_prompts=prompts, out=out,
+                        unsafe_no_isolation=unsafe_no_isolation)
+        res = run_with_view(start_run, cfg=cfg)
+        if STATE.json:
+            emit(res.model_dump())
+            return
+        console.print(f"\n[bold]toy-IOI investigation ({res.status})[/] — {len(res.conclusions)} components")
+        for comp, c in res.conclusions.items():
+            console.print(f"  [bold]{comp}[/] — {c['role']} (confidence {c['confidence']:.2f}): "
+                          f"{c['explanation'].split('. ')[0]}.", highlight=False)
+        for cl in res.clusters:
+            console.print(f"  cluster [bold]{cl['name']}[/]: {', '.join(cl['components'])}", highlight=False)
+        console.print(f"\nreport: {res.report}\nlog: {res.run_dir}/events.jsonl", highlight=False)

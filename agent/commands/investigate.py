@@ -1,0 +1,181 @@
+"""``interp-agent investigate`` / ``resume`` / ``status``: run, continue and inspect investigations.
+
+``investigate`` shows a live view (components done/pending, the current hypothesis, steps, tool calls,
+tokens, cost) and prints where the report is; ``resume RUN`` continues a run killed at any point;
+``status RUN`` is derived from the run's log only. Under ``--json`` each prints one JSON document.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+
+class ProgressView:
+    """The live progress view: a rich renderable updated from the loop's ``on_progress`` callbacks."""
+
+    def __init__(self) -> None:
+        self.components: list[str] = []
+        self.done: dict[str, str] = {}
+        self.current: str | None = None
+        self.hypothesis: str | None = None
+        self.phase = "starting"
+        self.steps = 0
+        self.tool_calls = 0
+        self.tokens = 0
+        self.usd = 0.0
+        self.live: Live | None = None
+
+    def update(self, info: dict[str, Any]) -> None:
+        phase = info.get("phase")
+        self.phase = phase or self.phase
+        if phase == "component":
+            self.current = info.get("component")
+            if info.get("total") and not self.components:
+                self.components = []
+            if self.current and self.current not in self.components:
+                self.components.append(self.current)
+        elif phase == "step":
+            self.steps = info.get("steps", self.steps)
+            self.tool_calls = info.get("tool_calls", self.tool_calls)
+            self.tokens = info.get("tokens", self.tokens)
+            self.usd = info.get("usd", self.usd)
+            if info.get("hypothesis"):
+                self.hypothesis = info["hypothesis"]
+        elif phase == "component_done":
+            self.done[info["component"]] = "done"
+        if self.live is not None:
+            self.live.update(self.render())
+
+    def render(self) -> Group:
+        t = Table(title=f"investigation — {self.phase}", show_header=True, header_style="bold")
+        t.add_column("component")
+        t.add_column("state")
+        for c in self.components:
+            t.add_row(c, "done" if c in self.done else ("[yellow]investigating" if c == self.current else "pending"))
+        foot = Text(f"steps {self.steps} · tool calls {self.tool_calls} · tokens {self.tokens} · ${self.usd:.4f}")
+        parts: list[Any] = [t, foot]
+        if self.hypothesis:
+            parts.append(Text(f"current hypothesis: {self.hypothesis}", style="italic"))
+        return Group(*parts)
+
+
+def run_with_view(fn, **kwargs) -> Any:
+    """Call ``fn(..., on_progress=view.update)`` inside a live view (plain when ``--json`` or no tty)."""
+    from agent.cli import STATE, console
+
+    view = ProgressView()
+    if STATE.json or not console.is_terminal:
+        return fn(on_progress=None, **kwargs)
+    with Live(view.render(), console=console, refresh_per_second=4, transient=False) as live:
+        view.live = live
+        return fn(on_progress=view.update, **kwargs)
+
+
+def print_outcome(out: Any) -> None:
+    """The end of a run: conclusions, clusters, where the report is (JSON under ``--json``)."""
+    from agent.cli import STATE, console, emit
+
+    if STATE.json:
+        emit(out.model_dump())
+        return
+    t = Table(title=f"run {out.run_id}: {out.status}")
+    t.add_column("component")
+    t.add_column("role")
+    t.add_column("conf.")
+    t.add_column("explanation", overflow="fold")
+    for c, v in out.conclusions.items():
+        t.add_row(c, v["role"], f"{v['confidence']:.2f}", v["explanation"][:160])
+    console.print(t)
+    for cl in out.clusters:
+        console.print(f"cluster [bold]{cl['name']}[/]: {', '.join(cl['components'])}")
+    console.print(f"report: {out.report}")
+    console.print(f"run dir: {out.run_dir}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def investigate(
+        question: Annotated[str, typer.Argument(help="The research question, in plain language.")],
+        model: Annotated[str | None, typer.Option("--model", help="Zoo name, HF id or local path (default: the task's zoo model).")] = None,
+        task: Annotated[str | None, typer.Option("--task", help="Task name or spec file (default: framed from the question).")] = None,
+        circuit: Annotated[str | None, typer.Option("--circuit", help="Components to investigate, e.g. L9H9,L9H6 (default: localise).")] = None,
+        planner: Annotated[str | None, typer.Option("--planner", help="claude | offline | replay (default: claude if ANTHROPIC_API_KEY is set, else offline).")] = None,
+        replay_from: Annotated[str | None, typer.Option("--replay-from", help="Run whose LLM turns the replay planner feeds back.")] = None,
+        llm_model: Annotated[str | None, typer.Option("--llm-model", help="Claude model id for --planner claude.")] = None,
+        budget_usd: Annotated[float | None, typer.Option("--budget-usd", help="Stop spending LLM money at this many US dollars.")] = None,
+        max_steps: Annotated[int | None, typer.Option("--max-steps", help="Planner steps per component (default 12).")] = None,
+        max_tool_calls: Annotated[int | None, typer.Option("--max-tool-calls", help="Tool calls over the run.")] = None,
+        max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="LLM tokens over the run.")] = None,
+        max_wall_s: Annotated[float | None, typer.Option("--max-wall-s", help="Active seconds over the run.")] = None,
+        prompts: Annotated[int, typer.Option("--prompts", help="Prompts in the main and in the held-out batch.")] = 32,
+        out: Annotated[str | None, typer.Option("--out", help="Directory for runs (default: $INTERP_AGENT_HOME/runs).")] = None,
+        sandbox: Annotated[str, typer.Option("--sandbox", help="local | docker")] = "local",
+        unsafe_no_isolation: Annotated[bool, typer.Option("--unsafe-no-isolation", help="Run the kernel without isolation when none is available (logged).")] = False,
+        seed: Annotated[int, typer.Option("--seed", help="Seed for prompts and resampling.")] = 0,
+    ) -> None:
+        """Investigate a question about a model: frame, localise, explain each component, cluster, report."""
+        from agent.budget import parse_budget
+        from agent.run import RunConfig, RunError, default_planner, start_run
+        from tools.components import parse_components
+
+        if planner not in (None, "claude", "offline", "replay"):
+            raise RunError(f"unknown planner {planner!r}", fix="use --planner claude, offline or replay")
+        if sandbox not in ("local", "docker"):
+            raise RunError(f"unknown sandbox {sandbox!r}", fix="use --sandbox local or docker")
+        budget = parse_budget(max_steps=max_steps if max_steps is not None else 12, max_usd=budget_usd,
+                              max_tool_calls=max_tool_calls, max_tokens=max_tokens, max_wall_s=max_wall_s)
+        comps = [str(c) for c in parse_components(circuit)] if circuit else None
+        cfg = RunConfig(question=question, task=task, model=model, circuit=comps,
+                        planner=planner or ("replay" if replay_from else default_planner()), replay_from=replay_from,
+                        llm_model=llm_model, budget=budget, n_prompts=prompts, seed=seed, sandbox=sandbox,
+                        unsafe_no_isolation=unsafe_no_isolation, out=out)
+        print_outcome(run_with_view(start_run, cfg=cfg))
+
+    @app.command()
+    def resume(
+        run: Annotated[str, typer.Argument(help="Run directory or run id.")],
+        out: Annotated[str | None, typer.Option("--out", help="Directory holding runs (when RUN is an id).")] = None,
+    ) -> None:
+        """Continue an interrupted run from its last checkpoint (no event lost or duplicated)."""
+        from agent.run import resume_run
+
+        print_outcome(run_with_view(resume_run, run=run, out=out))
+
+    @app.command()
+    def status(
+        run: Annotated[str, typer.Argument(help="Run directory or run id.")],
+        out: Annotated[str | None, typer.Option("--out", help="Directory holding runs (when RUN is an id).")] = None,
+    ) -> None:
+        """Where a run stands, derived from its log only."""
+        from agent.cli import STATE, console, emit
+        from agent.run import run_status
+
+        st = run_status(run, out)
+        if STATE.json:
+            emit(st)
+            return
+        t = Table(title=f"run {st['run_id']} — {st['state']}")
+        t.add_column("component")
+        t.add_column("role / state")
+        for c, r in st["components"].items():
+            t.add_row(c, r if c != st["current"] else f"[yellow]{r} (current)")
+        console.print(f"question: {st['question']}\ntask: {st['task']} · model: {st['model']} · "
+                      f"planner: {st['planner']}")
+        console.print(t)
+        console.print(f"{st['done']} done, {len(st['pending'])} pending · {st['hypotheses']} hypotheses · "
+                      f"{st['tool_calls']} tool calls · {st['llm_calls']} LLM calls · {st['tokens']} tokens · "
+                      f"${st['usd']:.4f}")
+        if st["last_hypothesis"]:
+            console.print(f"last hypothesis: {st['last_hypothesis']}")
+        for n, cs in st["clusters"].items():
+            console.print(f"cluster {n}: {', '.join(cs)}")
+        if st["summary"]:
+            console.print(st["summary"])
+        console.print(f"run dir: {Path(st['run_dir'])}")
