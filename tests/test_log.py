@@ -254,3 +254,45 @@ def test_execution_result_from_object():
     ev = L.ExecutionResultEvent.from_result("c1", "print('hi')", R(), component="MLP0")
     assert (ev.status, ev.stdout, ev.data, ev.outputs, ev.component) == ("ok", "hi", {"x": 1},
                                                                           ["figures/f.png"], "MLP0")
+
+
+WRITER = """
+import sys
+from agent.log import ErrorEvent, RunLog
+log = RunLog(sys.argv[1])
+i = 0
+while True:  # large events make a kill inside write() likely to tear the last line
+    log.append(ErrorEvent(where="writer", message=str(i) + "x" * (50_000 + 7919 * i % 100_000)))
+    i += 1
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_mid_append_then_resume_loses_and_duplicates_nothing(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(run)], cwd=os.getcwd())
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            p = run / "events.jsonl"
+            if p.exists() and p.stat().st_size > 1_000_000:  # ~10+ events written
+                break
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+    before = L.read_events(run)
+    assert len(before) >= 10 and [e.seq for e in before] == list(range(len(before)))
+    assert [e.message.split("x")[0] for e in before] == [str(i) for i in range(len(before))]
+    log = L.RunLog.open_existing(run)  # cuts a torn tail, if the kill left one
+    assert (run / "events.jsonl").read_bytes().endswith(b"\n")
+    assert log.next_seq == len(before)
+    log.append(L.RunFinishedEvent(status="interrupted"))
+    after = L.read_events(run)
+    assert [e.seq for e in after] == list(range(len(before) + 1)) and after[:-1] == before
