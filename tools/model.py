@@ -68,7 +68,7 @@ ADAPTERS: dict[str, Adapter] = {
                     unembed="lm_head", attn="attn", o_proj="attn.c_proj", mlp="mlp", ln_attn="ln_1",
                     qkv_layout="gpt2", qkv=("attn.c_attn",), conv1d=True),
     "neox": Adapter(arch="neox", layers="gpt_neox.layers", emb="gpt_neox.emb_dropout",
-                    final_norm="gpt_neox.final_layer_norm", unembed="embed_out", attn="attention",
+                    final_norm="gpt_neox.final_layer_norm", unembed="lm_head", attn="attention",
                     o_proj="attention.dense", mlp="mlp", ln_attn="input_layernorm", qkv_layout="neox",
                     qkv=("attention.query_key_value",)),
     "llama": Adapter(arch="llama", layers="model.layers", emb="model.embed_tokens", final_norm="model.norm",
@@ -200,7 +200,7 @@ class Model:
     @property
     def W_U(self) -> torch.Tensor:
         """Unembedding ``[d_vocab, d_model]``."""
-        return self.module(self.adapter.unembed).weight
+        return self.hf.get_output_embeddings().weight
 
     @property
     def W_E(self) -> torch.Tensor:
