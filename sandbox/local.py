@@ -109,7 +109,7 @@ def bwrap_argv(command: Sequence[str], workspace: str | os.PathLike, uid: int | 
     for m in masks:
         if os.path.isdir(m) or m == "/tmp":
             if m == "/tmp":
-                argv += ["--size", str(limits.tmp_mb * 1024 * 1024)]
+                argv += ["--perms", "1777", "--size", str(limits.tmp_mb * 1024 * 1024)]
             argv += ["--tmpfs", m]
     ro = sorted({str(Path(p).resolve()) for p in [*_runtime_paths(), *map(str, read_only_paths)]})
     ro = [p for p in ro if _under(p, masks) and os.path.exists(p)]
@@ -179,7 +179,8 @@ class LocalSandbox(Sandbox):
         limits: resource limits (:class:`sandbox.config.SandboxLimits`).
         unsafe_no_isolation: run the kernel as a plain child process (scrubbed environment and rlimits
             only). Without it a missing bubblewrap raises :class:`IsolationUnavailable`.
-        read_only_paths: extra host paths the kernel may read (e.g. a model folder under a home dir).
+        read_only_paths: extra host paths the kernel may read (e.g. a model folder under a home dir). On
+            a root host the kernel runs as another uid: these must be world-readable (``chmod -R o+rX``).
         gpu: expose ``/dev/nvidia*`` to the kernel.
         env: extra environment variables (names that look like credentials are refused).
         python: the kernel's interpreter (default: this one, whose packages include ``tools`` and torch).
