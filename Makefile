@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev,bench]"
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -q bubblewrap || { apt-get update -q && apt-get install -y -q bubblewrap; }; } >/dev/null 2>&1; } || echo "warning: bubblewrap is missing, so the sandbox will refuse to start: sudo apt-get install -y bubblewrap"
 	@touch $(STAMP)
 
 lint: $(STAMP)
