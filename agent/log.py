@@ -214,19 +214,44 @@ class ExecutionResultEvent(_Event):
     """Wall time of the cell (seconds)."""
 
     @classmethod
-    def from_result(cls, call_id: str, code: str, result: Any, **extra: Any) -> ExecutionResultEvent:
-        """Build from a ``sandbox.ExecutionResult`` (or any object/dict with the same field names).
+    def from_result(cls, call_id: str, code: str, result: Any, *, run_dir: str | Path | None = None,
+                    **extra: Any) -> ExecutionResultEvent:
+        """Build from a ``sandbox.ExecutionResult`` (or its ``model_dump()``, or any object/dict with those names).
 
-        >>> ExecutionResultEvent.from_result("c1", "1+1", {"status": "ok", "result": "2", "duration_s": 0.01}).result
+        ``traceback`` may be a list of lines (joined); ``outputs`` may hold ``OutputFile`` objects or dicts
+        with a ``path``, or paths: each becomes a path relative to ``run_dir`` when it lies inside it.
+
+        >>> ExecutionResultEvent.from_result("c1", "1+1", {"status": "ok", "result": "2", "traceback": []}).result
         '2'
+        >>> ExecutionResultEvent.from_result("c2", "plot()", {"status": "error", "traceback": ["a", "b"],
+        ...     "outputs": [{"path": "/runs/r1/figures/f.png", "mime": "image/png"}]}, run_dir="/runs/r1").outputs
+        ['figures/f.png']
         """
         raw = result if isinstance(result, dict) else (
-            result.model_dump() if hasattr(result, "model_dump") else vars(result))
+            result.model_dump() if hasattr(result, "model_dump") else dict(vars(result)))
         fields = set(cls.model_fields) - {"kind", "call_id", "code", "seq", "ts", "schema_version"}
         kw = {k: v for k, v in raw.items() if k in fields and v is not None}
+        if isinstance(kw.get("traceback"), list | tuple):
+            kw["traceback"] = "\n".join(str(x) for x in kw["traceback"]) or None
         if "outputs" in kw:
-            kw["outputs"] = [str(p) for p in kw["outputs"]]
-        return cls(call_id=call_id, code=code, **kw, **extra)
+            kw["outputs"] = [_output_path(o, run_dir) for o in kw["outputs"]]
+        kw.update(extra)
+        return cls(call_id=call_id, code=code, **kw)
+
+
+def _output_path(o: Any, run_dir: str | Path | None) -> str:
+    """An output entry (OutputFile, dict with ``path``, or a path) as a path string, relative to ``run_dir``."""
+    p = o.get("path", o) if isinstance(o, dict) else getattr(o, "path", o)
+    path = Path(str(p))
+    if run_dir is not None and path.is_absolute():
+        try:
+            return path.relative_to(Path(run_dir)).as_posix()
+        except ValueError:
+            try:
+                return path.resolve().relative_to(Path(run_dir).resolve()).as_posix()
+            except ValueError:
+                pass
+    return path.as_posix()
 
 
 HypothesisStatus = Literal["proposed", "supported", "refuted", "inconclusive"]

@@ -296,3 +296,21 @@ def test_kill_9_mid_append_then_resume_loses_and_duplicates_nothing(tmp_path):
     log.append(L.RunFinishedEvent(status="interrupted"))
     after = L.read_events(run)
     assert [e.seq for e in after] == list(range(len(before) + 1)) and after[:-1] == before
+
+
+def test_execution_result_from_real_sandbox_result(tmp_path):
+    """The sandbox's own ExecutionResult (traceback as lines, outputs as OutputFile) converts, dumped or not."""
+    from sandbox.result import ExecutionResult, OutputFile
+
+    fig = tmp_path / "run" / "workspace" / "outputs" / "attn.png"
+    res = ExecutionResult(status="error", stdout="s", traceback=["Traceback (most recent call last):", "KeyError: 3"],
+                          error_name="KeyError", error_value="3",
+                          outputs=[OutputFile(path=fig, mime="image/png", bytes=10),
+                                   OutputFile(path=tmp_path / "elsewhere.png", mime="image/png", bytes=1)])
+    for r in (res, res.model_dump(), res.model_dump(mode="json")):
+        ev = L.ExecutionResultEvent.from_result("c1", "plot()", r, run_dir=tmp_path / "run", component="L0H0")
+        assert ev.traceback == "Traceback (most recent call last):\nKeyError: 3"
+        assert ev.outputs == ["workspace/outputs/attn.png", (tmp_path / "elsewhere.png").as_posix()]
+        assert (ev.status, ev.error_name, ev.component) == ("error", "KeyError", "L0H0")
+    ok = L.ExecutionResultEvent.from_result("c2", "1", ExecutionResult(status="ok", result="1"))
+    assert ok.traceback is None and ok.outputs == [] and ok.result == "1"
