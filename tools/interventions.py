@@ -408,7 +408,8 @@ def path_patch(model: Model, batch: TaskBatch, sender: str | Component, receiver
                 raise InterventionError(
                     f"L{layer}H{h} shares its key/value with heads {sorted(g for _, g in group)} (grouped-query)",
                     fix="add the whole KV group to the receivers, or use receiver_input='q'")
-    sites = list(dict.fromkeys(sites))
+    sites = list({(s, layer, None if c is None else (c.start, c.stop)): (s, layer, c)
+                  for s, layer, c in sites}.values())
 
     heads = model.components("heads")
     mlps = model.components("mlps") if freeze_mlps else []
