@@ -77,6 +77,11 @@ def api_error(status: int, type: str, message: str, headers: dict[str, str] | No
     return {"_error": True, "status": status, "type": type, "message": message, "headers": headers or {}}
 
 
+def raw_response(status: int, body: bytes, content_type: str = "application/json") -> dict[str, Any]:
+    """An answer sent as given (to test responses the SDK cannot parse)."""
+    return {"_raw": True, "status": status, "body": body, "content_type": content_type}
+
+
 def rate_limited(retry_after: float | None = 1.0) -> dict[str, Any]:
     """A 429 ``rate_limit_error`` (with a ``retry-after`` header in seconds unless None)."""
     headers = {} if retry_after is None else {"retry-after": str(retry_after)}
@@ -220,6 +225,8 @@ def _make_handler(fake: FakeAnthropic) -> type[BaseHTTPRequestHandler]:
             item = fake._next(body)
             if item is None:
                 return self._error(400, "invalid_request_error", "fake_anthropic: script exhausted")
+            if item.get("_raw"):
+                return self._send(item["status"], item["body"], content_type=item["content_type"])
             if item.get("_error"):
                 return self._error(item["status"], item["type"], item["message"], item["headers"])
             msg = _message_json(item, body)

@@ -28,6 +28,7 @@ from tests.fake_anthropic import (
     api_error,
     overloaded,
     rate_limited,
+    raw_response,
     server_error,
     text,
     text_turn,
@@ -225,6 +226,13 @@ def test_connection_refused_is_retried_then_reported():
     assert llm.totals.attempts == 3
 
 
+def test_backends_satisfy_the_protocol(fake_anthropic):
+    from agent.llm import LLMBackend
+
+    assert isinstance(backend(fake_anthropic), LLMBackend) and isinstance(ReplayBackend([]), LLMBackend)
+    assert backend(fake_anthropic).name == "claude" and ReplayBackend([]).name == "replay"
+
+
 def test_missing_key_is_one_clear_error(monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     with pytest.raises(LLMConfigError) as ei:
@@ -267,6 +275,14 @@ def test_parallel_tool_calls_and_thinking_blocks_pass_back(fake_anthropic):
     sent = fake_anthropic.message_requests[1].body["messages"]
     assert sent[1]["content"][0] == thinking  # passed back unchanged, as the API requires
     assert [b["tool_use_id"] for b in sent[2]["content"]] == ["a", "b"]
+
+
+@pytest.mark.parametrize("body,what", [(b"<html>bad gateway</html>", "unexpected response"),
+                                       (b'{"type": "message"}', "malformed response")])
+def test_unparseable_success_body_is_a_project_error(fake_anthropic, body, what):
+    fake_anthropic.script([raw_response(200, body)])
+    with pytest.raises(LLMAPIError, match=what):
+        backend(fake_anthropic).complete(system="s", messages=[{"role": "user", "content": "x"}], tools=[])
 
 
 def test_script_exhausted_fails_fast(fake_anthropic):

@@ -158,7 +158,12 @@ class ClaudeBackend:
                 self.totals.retries += 1
                 self.totals.sleeps.append(delay)
                 self._sleep(delay)
-        resp = self._to_response(msg, latency_s=time.monotonic() - start, attempts=attempt)
+        try:
+            resp = self._to_response(msg, latency_s=time.monotonic() - start, attempts=attempt)
+        except (TypeError, AttributeError, ValueError) as e:  # a 200 whose body is not a Message
+            raise LLMAPIError(f"malformed response from the Claude API ({type(e).__name__}: {e})",
+                              fix="check ANTHROPIC_BASE_URL points at the Messages API; rerun with --debug",
+                              attempts=attempt) from e
         self._account(resp)
         return resp
 
@@ -190,6 +195,10 @@ class ClaudeBackend:
                               fix="check the network / ANTHROPIC_BASE_URL, or use --planner offline",
                               attempts=attempt)
             return True, self._backoff(attempt), err
+        if isinstance(e, a.APIError | ValueError):  # a body that does not parse (JSONDecodeError is a ValueError)
+            return False, 0.0, LLMAPIError(f"unexpected response from the Claude API ({type(e).__name__}: {e})",
+                                           fix="rerun with --debug and report it, or use --planner offline",
+                                           attempts=attempt)
         return False, 0.0, None
 
     def _retry_after(self, headers: Any) -> float | None:
