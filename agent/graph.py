@@ -96,7 +96,11 @@ def execute_cell(ctx: RunContext, call_id: str, code: str, component: str | None
     try:
         res = ctx.sandbox().execute(code, timeout=ctx.cell_timeout_s)
         raw = res.model_dump() if hasattr(res, "model_dump") else dict(vars(res))
-        raw["outputs"] = _rel_outputs(ctx, raw.get("outputs") or [])
+        outs = [o.get("path") if isinstance(o, dict) else o for o in raw.get("outputs") or []]
+        raw["outputs"] = _rel_outputs(ctx, [o for o in outs if o])
+        tb = raw.get("traceback")
+        if isinstance(tb, list):
+            raw["traceback"] = "\n".join(map(str, tb)) or None
     except InterpAgentError as e:
         raw = {"status": "error", "error_name": type(e).__name__, "error_value": str(e)}
     except Exception as e:  # a sandbox failure of another family (SandboxError...) is data, not a crash

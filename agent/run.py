@@ -83,6 +83,8 @@ class RunConfig(BaseModel):
     """Localisation keeps components whose |effect| ≥ threshold × the clean − corrupt gap."""
     max_components: int = Field(8, ge=1)
     cell_timeout_s: float = Field(120.0, gt=0)
+    kernel_threads: int | None = Field(1, ge=1)
+    """torch threads in the kernel (1 is fastest for small models on shared CPUs; None: torch default)."""
     out: str | None = None
 
 
@@ -110,11 +112,26 @@ SandboxFactory = Callable[[Path, list[str], RunConfig], Any]
 """``factory(workspace, setup_cells, cfg) -> started sandbox`` (tests pass an in-process fake)."""
 
 
+def model_read_paths(model: str | None) -> list[str]:
+    """Host paths the kernel must read to load ``model``: its folder (a local path) and the HF cache."""
+    paths = []
+    if model and Path(model).expanduser().exists():
+        paths.append(str(Path(model).expanduser().resolve()))
+    hf = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+    if model and not paths and hf.exists():
+        paths.append(str(hf.resolve()))
+    return paths
+
+
 def default_sandbox_factory(workspace: Path, setup: list[str], cfg: RunConfig) -> Any:
     from sandbox import make_sandbox
 
+    opts: dict[str, Any] = {}
+    ro = model_read_paths(cfg.model)
+    if ro and cfg.sandbox == "local":
+        opts["read_only_paths"] = ro
     sb = make_sandbox(backend=cfg.sandbox, workspace=workspace, setup_code=setup,
-                      unsafe_no_isolation=cfg.unsafe_no_isolation)
+                      unsafe_no_isolation=cfg.unsafe_no_isolation, **opts)
     sb.start()
     return sb
 
@@ -205,7 +222,7 @@ def start_run(cfg: RunConfig, *, sandbox_factory: SandboxFactory | None = None,
     run_dir = runs_dir(cfg.out) / run_id
     if (run_dir / "events.jsonl").exists():
         raise RunError(f"run {run_id} already exists at {run_dir}", fix=f"resume it: interp-agent resume {run_dir}")
-    setup = setup_cells(fr.model, fr.task, cfg.n_prompts, cfg.seed)
+    setup = setup_cells(fr.model, fr.task, cfg.n_prompts, cfg.seed, threads=cfg.kernel_threads)
     factory = sandbox_factory or default_sandbox_factory
     workspace = run_dir / "workspace"
     workspace.mkdir(parents=True, exist_ok=True)
