@@ -82,6 +82,11 @@ def raw_response(status: int, body: bytes, content_type: str = "application/json
     return {"_raw": True, "status": status, "body": body, "content_type": content_type}
 
 
+def stream_error(type: str = "overloaded_error", message: str = "Overloaded") -> dict[str, Any]:
+    """A streaming answer that starts (HTTP 200) and then sends an ``error`` event (as the API does mid-stream)."""
+    return {"_stream_error": True, "type": type, "message": message}
+
+
 def rate_limited(retry_after: float | None = 1.0) -> dict[str, Any]:
     """A 429 ``rate_limit_error`` (with a ``retry-after`` header in seconds unless None)."""
     headers = {} if retry_after is None else {"retry-after": str(retry_after)}
@@ -225,6 +230,12 @@ def _make_handler(fake: FakeAnthropic) -> type[BaseHTTPRequestHandler]:
             item = fake._next(body)
             if item is None:
                 return self._error(400, "invalid_request_error", "fake_anthropic: script exhausted")
+            if item.get("_stream_error"):
+                start = {"type": "message_start", "message": {**_message_json(turn(), body), "content": []}}
+                err = {"type": "error", "error": {"type": item["type"], "message": item["message"]}}
+                payload = (f"event: message_start\ndata: {json.dumps(start)}\n\n"
+                           f"event: error\ndata: {json.dumps(err)}\n\n").encode()
+                return self._send(200, payload, content_type="text/event-stream")
             if item.get("_raw"):
                 return self._send(item["status"], item["body"], content_type=item["content_type"])
             if item.get("_error"):

@@ -30,6 +30,7 @@ from tests.fake_anthropic import (
     rate_limited,
     raw_response,
     server_error,
+    stream_error,
     text,
     text_turn,
     tool_turn,
@@ -370,3 +371,20 @@ def test_tool_spec_rules():
     assert err == "" and args == Ablate(component="L2H3", n_prompts=8)
     args, err = validate_tool_input(Ablate, {})
     assert args is None and "component: Field required" in err and "(got" not in err
+
+
+def test_streaming_backend_round_trip_and_midstream_overload(fake_anthropic):
+    fake_anthropic.script([
+        tool_turn("ablate", {"component": "L1H0", "method": "zero"}, id="s1", say="streaming"),
+        stream_error("overloaded_error"),
+        text_turn("done", output_tokens=7),
+    ])
+    sleeps: list[float] = []
+    llm = backend(fake_anthropic, sleeps, stream=True)
+    messages, results = run_loop(llm)
+    assert all(r.body.get("stream") is True for r in fake_anthropic.message_requests)
+    assert results[0].content == [TextBlock(text="streaming"),
+                                  ToolUseBlock(id="s1", name="ablate", input={"component": "L1H0", "method": "zero"})]
+    assert results[1].text == "done" and results[1].attempts == 2 and results[1].usage.output_tokens == 7
+    assert len(sleeps) == 1 and llm.totals.retries == 1
+    assert messages[2]["content"][0]["tool_use_id"] == "s1"

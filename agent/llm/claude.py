@@ -72,15 +72,17 @@ class ClaudeBackend:
     """Claude through the Messages API with tool use.
 
     ``api_key`` defaults to ``$ANTHROPIC_API_KEY``; ``base_url`` to the SDK default (or
-    ``$ANTHROPIC_BASE_URL``). ``max_retries`` counts retries after the first attempt. ``sleep`` and
-    ``rng`` are injectable so tests need not wait.
+    ``$ANTHROPIC_BASE_URL``). ``max_retries`` counts retries after the first attempt. ``stream=True``
+    streams each response (server-sent events; needed for very large ``max_tokens``) and returns the
+    same final turn; an error event mid-stream (e.g. ``overloaded_error``) is retried like an HTTP one.
+    ``sleep`` and ``rng`` are injectable so tests need not wait.
     """
 
     name = "claude"
 
     def __init__(self, model: str = DEFAULT_MODEL, *, api_key: str | None = None, base_url: str | None = None,
                  max_retries: int = 6, base_delay: float = 1.0, max_delay: float = 60.0,
-                 timeout: float = 300.0, cache_conversation: bool = True,
+                 timeout: float = 300.0, cache_conversation: bool = True, stream: bool = False,
                  sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None) -> None:
         key = os.environ.get("ANTHROPIC_API_KEY") if api_key is None else api_key
         if not key:
@@ -97,6 +99,7 @@ class ClaudeBackend:
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.cache_conversation = cache_conversation
+        self.stream = stream
         self._sleep = sleep
         self._rng = rng or random.Random()
         self.totals = Totals()
@@ -141,7 +144,11 @@ class ClaudeBackend:
             attempt += 1
             self.totals.attempts += 1
             try:
-                msg = self.client.messages.create(**req)
+                if self.stream:
+                    with self.client.messages.stream(**req) as s:
+                        msg = s.get_final_message()
+                else:
+                    msg = self.client.messages.create(**req)
                 break
             except Exception as e:  # classify; anything not from the SDK propagates unchanged
                 retry, delay, failure = self._classify(e, attempt)
