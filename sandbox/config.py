@@ -36,9 +36,10 @@ class SandboxLimits(BaseModel):
     """Largest file the kernel may write (RLIMIT_FSIZE), in GiB."""
     processes: int = Field(256, ge=16)
     """Processes + threads of the kernel's user (RLIMIT_NPROC; Docker: ``pids_limit``)."""
-    cpu_seconds: int | None = Field(None, ge=1)
-    """Total CPU seconds of the kernel's life (RLIMIT_CPU, SIGXCPU kills it). Off by default: per-cell time
-    is the wall-clock ``cell_timeout_s`` instead."""
+    cpu_seconds: int | None = Field(6 * 3600, ge=1)
+    """CPU seconds of one kernel process's life (RLIMIT_CPU): a backstop against a runaway that escapes the
+    per-cell wall clock (e.g. a background process). Past it SIGXCPU kills the process; a dead kernel is
+    reported as ``died`` and restarted with a fresh budget. ``None`` turns it off."""
     tmp_mb: int = Field(512, ge=16)
     """Size of the kernel's private ``/tmp`` (a tmpfs), in MiB."""
     cell_timeout_s: float = Field(600.0, gt=0)

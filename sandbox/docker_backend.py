@@ -74,7 +74,7 @@ def container_spec(image: str, workspace: str | os.PathLike, command: Sequence[s
     ulimits = [docker.types.Ulimit(name="fsize", soft=limits.file_size_bytes, hard=limits.file_size_bytes),
                docker.types.Ulimit(name="core", soft=0, hard=0)]
     if limits.cpu_seconds:
-        ulimits.append(docker.types.Ulimit(name="cpu", soft=limits.cpu_seconds, hard=limits.cpu_seconds))
+        ulimits.append(docker.types.Ulimit(name="cpu", soft=limits.cpu_seconds, hard=limits.cpu_seconds + 10))
     spec: dict[str, Any] = {
         "image": image,
         "command": list(command),

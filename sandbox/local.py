@@ -93,9 +93,9 @@ def bwrap_argv(command: Sequence[str], workspace: str | os.PathLike, uid: int | 
     ``uid``: when set (the host runs as root) the kernel drops to this unprivileged uid/gid; ``None``
     runs bubblewrap unprivileged in a user namespace as the calling user.
 
-    >>> a = bwrap_argv(["k"], "/tmp/ws", uid=None, limits=SandboxLimits(memory_gb=1, processes=64))
+    >>> a = bwrap_argv(["k"], "/tmp/ws", uid=None, limits=SandboxLimits(memory_gb=1, processes=64, cpu_seconds=60))
     >>> a[a.index("--") + 1:]
-    ['prlimit', '--as=1073741824', '--fsize=2147483648', '--nproc=64', '--core=0', '--', 'k']
+    ['prlimit', '--as=1073741824', '--fsize=2147483648', '--nproc=64', '--core=0', '--cpu=60:70', '--', 'k']
     >>> a.index("/tmp") < a.index("/tmp/ws")  # the private /tmp is mounted before the workspace bind
     True
     """
@@ -141,9 +141,16 @@ def bwrap_argv(command: Sequence[str], workspace: str | os.PathLike, uid: int | 
     argv += ["prlimit", f"--as={limits.memory_bytes}", f"--fsize={limits.file_size_bytes}",
              f"--nproc={limits.processes}", "--core=0"]
     if limits.cpu_seconds:
-        argv.append(f"--cpu={limits.cpu_seconds}")
+        argv.append(f"--cpu={limits.cpu_seconds}:{limits.cpu_seconds + 10}")  # SIGXCPU, then SIGKILL 10 s on
     argv += ["--", *command]
     return argv
+
+
+def _hf_hub_cache() -> str | None:
+    """The host's Hugging Face hub cache folder, if it exists (``HF_HUB_CACHE`` or ``$HF_HOME/hub``)."""
+    hub = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME") or os.path.join(Path.home(), ".cache", "huggingface"), "hub")
+    return hub if os.path.isdir(hub) else None
 
 
 def describe_exit(code: int | None) -> str:
@@ -195,6 +202,10 @@ class LocalSandbox(Sandbox):
         super().__init__(workspace, setup_code, limits, env)
         self.unsafe = unsafe_no_isolation
         self.read_only_paths = [str(p) for p in read_only_paths]
+        hub = _hf_hub_cache()
+        if hub is not None:  # models the user already has; never the token file beside it
+            self.read_only_paths.append(hub)
+            self.extra_env.setdefault("HF_HUB_CACHE", hub)
         self.gpu = gpu
         self.python = python or sys.executable
         self._proc: subprocess.Popen | None = None
@@ -266,6 +277,8 @@ class LocalSandbox(Sandbox):
                 resource.setrlimit(resource.RLIMIT_AS, (lim.memory_bytes, lim.memory_bytes))
                 resource.setrlimit(resource.RLIMIT_FSIZE, (lim.file_size_bytes, lim.file_size_bytes))
                 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+                if lim.cpu_seconds:
+                    resource.setrlimit(resource.RLIMIT_CPU, (lim.cpu_seconds, lim.cpu_seconds + 10))
         else:
             writable = [] if self._socket_dir is None or self._socket_dir.is_relative_to(self.workspace) \
                 else [self._socket_dir]

@@ -148,3 +148,19 @@ def test_bwrap_argv_policy(tmp_path):
     assert ["--bind", str(tmp_path), str(tmp_path)] == argv[argv.index(str(tmp_path)) - 1:][:3]
     assert f"--as={2 * 1024 ** 3}" in argv and "--reuid=1500000001" in argv
     assert os.path.basename(argv[-1]) == "k"
+
+
+@needs_bwrap
+@pytest.mark.slow
+def test_kernel_imports_project_and_loads_a_model(tiny_model_dirs, tmp_path):
+    path = tiny_model_dirs["gpt2"]
+    os.chmod(os.path.dirname(path), 0o755)  # pytest's temp dirs are 0700; the kernel runs as another uid
+    for root, _dirs, files in os.walk(path):
+        os.chmod(root, 0o755)
+        for f in files:
+            os.chmod(os.path.join(root, f), 0o644)
+    setup = ["import tools.components, torch",
+             f"from transformers import AutoModelForCausalLM\nmodel = AutoModelForCausalLM.from_pretrained({path!r})"]
+    with make_sandbox(workspace=tmp_path / "ws", setup_code=setup, read_only_paths=[path]) as box:
+        r = box.execute("str(tools.components.Component.parse('L1H2')), model.config.n_layer")
+        assert r.result == "('L1H2', 2)", r.summary()

@@ -35,7 +35,7 @@ def test_spec_isolation_policy(tmp_path):
     assert spec["user"] == "1234:1234" and "ports" not in spec
     (req,) = spec["device_requests"]
     assert req.device_ids == ["0", "2"] and req.capabilities == [["gpu"]]
-    assert {u.name for u in spec["ulimits"]} == {"fsize", "core"}
+    assert {u.name for u in spec["ulimits"]} == {"fsize", "core", "cpu"}
     assert container_spec("i", tmp_path, ["k"])["device_requests"] == []
     assert container_spec("i", tmp_path, ["k"], gpus=True)["device_requests"][0].count == -1
 

@@ -399,3 +399,14 @@ def _host_pids_of_uid(uid: int) -> list[int]:
             if line.split()[1:2] == [str(uid)]:
                 pids.append(int(p.name))
     return pids
+
+
+def test_cpu_time_limit_kills_and_restarts(tmp_path):
+    limits = SandboxLimits(cpu_seconds=3, interrupt_grace_s=1.0)
+    with make_sandbox(workspace=tmp_path / "ws", limits=limits) as box:
+        r = box.execute("import threading\n"
+                        "def spin():\n    while True:\n        pass\n"
+                        "threading.Thread(target=spin, daemon=True).start()\n"  # burns CPU after the cell ends
+                        "import time\ntime.sleep(60)", timeout=60)
+        assert r.status == "died" and "SIGXCPU" in r.error_value and r.restarted
+        alive(box)
