@@ -119,6 +119,8 @@ def register(app: typer.Typer) -> None:
         sandbox: Annotated[str, typer.Option("--sandbox", help="local | docker")] = "local",
         unsafe_no_isolation: Annotated[bool, typer.Option("--unsafe-no-isolation", help="Run the kernel without isolation when none is available (logged).")] = False,
         seed: Annotated[int, typer.Option("--seed", help="Seed for prompts and resampling.")] = 0,
+        threshold: Annotated[float, typer.Option("--threshold", help="Localisation keeps |effect| >= this fraction of the clean-corrupt gap.")] = 0.1,
+        max_components: Annotated[int, typer.Option("--max-components", help="Localisation keeps at most this many components.")] = 8,
     ) -> None:
         """Investigate a question about a model: frame, localise, explain each component, cluster, report."""
         from agent.budget import parse_budget
@@ -135,7 +137,8 @@ def register(app: typer.Typer) -> None:
         cfg = RunConfig(question=question, task=task, model=model, circuit=comps,
                         planner=planner or ("replay" if replay_from else default_planner()), replay_from=replay_from,
                         llm_model=llm_model, budget=budget, n_prompts=prompts, seed=seed, sandbox=sandbox,
-                        unsafe_no_isolation=unsafe_no_isolation, out=out)
+                        unsafe_no_isolation=unsafe_no_isolation, out=out, threshold=threshold,
+                        max_components=max_components)
         print_outcome(run_with_view(start_run, cfg=cfg))
 
     @app.command()
