@@ -33,6 +33,7 @@ COMMAND_MODULES: list[str] = [
     "agent.commands.demo",
     "agent.commands.report",
     "agent.commands.investigate",
+    "agent.commands.eval",
 ]
 
 console = Console()

@@ -1,0 +1,96 @@
+"""``interp-agent eval RUN`` (score one run, append an evaluation event) and ``interp-agent bench``.
+
+``bench`` runs investigations over tasks × planners × seeds (× head-permuted names with
+``--permute-heads SEED``) as Ray tasks, writes ``results.jsonl`` as each finishes (rerunning the same
+command resumes), and prints the Markdown table it also writes to ``OUT/results.md`` and CSV.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+DEFAULT_TASKS = "toy-ioi,toy-induction,toy-greater-than"
+
+
+def _split(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval")
+    def eval_(
+        run: Annotated[str, typer.Argument(help="Run directory or run id.")],
+        out: Annotated[str | None, typer.Option("--out", help="Runs directory to look the run id up in.")] = None,
+        seed: Annotated[int | None, typer.Option("--seed", help="Prompt seed for scoring (default: the run's).")] = None,
+        n_null: Annotated[int, typer.Option("--n-null", help="Random clusterings in the null distribution.")] = 200,
+        judge: Annotated[bool, typer.Option("--judge/--no-judge",
+                                            help="Also judge role labels with Claude (needs ANTHROPIC_API_KEY).")] = False,
+        no_append: Annotated[bool, typer.Option("--no-append", help="Do not write the evaluation event.")] = False,
+    ) -> None:
+        """Score one run: interchangeability, replication, ground truth, faithfulness, cost."""
+        import os
+
+        from rich.table import Table
+
+        from agent.bench import BenchError, evaluate_run
+        from agent.cli import emit
+        from agent.run import resolve_run
+
+        run_dir = resolve_run(run, out)
+        backend = None
+        if judge:
+            if not os.environ.get("ANTHROPIC_API_KEY"):
+                raise BenchError("--judge needs ANTHROPIC_API_KEY", fix="export ANTHROPIC_API_KEY or drop --judge")
+            from agent.llm.claude import ClaudeBackend
+
+            backend = ClaudeBackend()
+        res = evaluate_run(run_dir, append=not no_append, seed=seed, n_null=n_null, judge=backend)
+        t = Table(title=f"evaluation of {run_dir.name}", header_style="bold")
+        t.add_column("score")
+        t.add_column("value", justify="right")
+        for k, v in res["scores"].items():
+            t.add_row(k, "–" if v is None else f"{v:.4g}")
+        emit({"run_dir": res["run_dir"], "scores": res["scores"]}, t)
+
+    @app.command("bench")
+    def bench(
+        tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated task names.")] = DEFAULT_TASKS,
+        planners: Annotated[str, typer.Option("--planners", help="Comma-separated: offline, claude.")] = "offline",
+        seeds: Annotated[int, typer.Option("--seeds", help="Seeds per (task, planner): 0..N-1.", min=1)] = 1,
+        permute_heads: Annotated[int | None, typer.Option(
+            "--permute-heads", help="Also run on a head-permuted model (this seed) and report the difference.")] = None,
+        ray_address: Annotated[str | None, typer.Option(
+            "--ray-address", help="Existing Ray cluster address (default: start Ray on this machine).")] = None,
+        executor: Annotated[str, typer.Option("--executor", help="ray or inline (sequential, no Ray).")] = "ray",
+        out: Annotated[str | None, typer.Option("--out", help="Results directory (default: $INTERP_AGENT_HOME/bench).")] = None,
+        n_prompts: Annotated[int, typer.Option("--n-prompts", help="Prompts per batch.", min=2)] = 32,
+        max_steps: Annotated[int | None, typer.Option("--max-steps", help="Planner steps per component.")] = None,
+        n_null: Annotated[int, typer.Option("--n-null", help="Random clusterings in each null distribution.")] = 200,
+        unsafe_no_isolation: Annotated[bool, typer.Option(
+            "--unsafe-no-isolation", help="Run the sandbox kernel without isolation.")] = False,
+    ) -> None:
+        """Benchmark planners over tasks and seeds; write results (CSV + Markdown) and print the table."""
+        from agent.bench import BenchConfig, BenchError, run_bench
+        from agent.cli import STATE, console, emit
+        from agent.paths import home_dir
+
+        if executor not in ("ray", "inline"):
+            raise BenchError(f"unknown executor {executor!r}", fix="use --executor ray or --executor inline")
+        cfg = BenchConfig(tasks=_split(tasks), planners=_split(planners), seeds=seeds, permute_heads=permute_heads,
+                          ray_address=ray_address, executor=executor, out=out or str(home_dir() / "bench"),
+                          n_prompts=n_prompts, max_steps=max_steps, n_null=n_null,
+                          unsafe_no_isolation=unsafe_no_isolation)
+        res = run_bench(cfg, progress=not STATE.json)
+        if STATE.json:
+            emit(res.model_dump())
+            return
+        for note in res.skipped:
+            console.print(f"[yellow]note:[/] {note}")
+        if res.reused:
+            console.print(f"{len(res.reused)} finished cell(s) reused from {res.out}/results.jsonl")
+        for err in res.errors:
+            console.print(f"[red]failed:[/] {err}")
+        console.print(res.markdown, markup=False, highlight=False)
+        console.print(f"results: {res.out}/results.md, {res.out}/results.csv, {res.out}/results.jsonl")
