@@ -7,7 +7,8 @@ What the kernel gets (see :func:`bwrap_argv`):
   IPC/UTS/cgroup namespaces;
 - the host filesystem read-only, with home folders, ``/run`` (daemon sockets such as docker.sock) and
   ``/tmp`` hidden; the interpreter, the repository and any ``read_only_paths`` bound back read-only;
-- the workspace as its only writable place (plus a private size-capped ``/tmp``), and as cwd and HOME;
+- the workspace as its only writable place (plus a private size-capped ``/tmp`` and ``/dev/shm``), and as
+  cwd and HOME;
 - run as root, the sandbox drops the kernel to a fresh unprivileged uid (no capabilities,
   ``no_new_privs``), so process-count limits are its own and root-only host files are unreadable;
 - rlimits: address space, file size, process count, no core files, optionally CPU time;
@@ -101,7 +102,9 @@ def bwrap_argv(command: Sequence[str], workspace: str | os.PathLike, uid: int | 
     """
     limits = limits or SandboxLimits()
     ws = str(Path(workspace))
-    argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+            # POSIX semaphores / shared memory (multiprocessing) need a writable /dev/shm: private and capped
+            "--perms", "1777", "--size", str(limits.tmp_mb * 1024 * 1024), "--tmpfs", "/dev/shm"]
     masks = list(MASKED)
     home = str(Path.home())
     if home not in ("/", "") and not _under(home, masks):

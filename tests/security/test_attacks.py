@@ -226,6 +226,17 @@ def test_planted_link_in_outputs_is_not_followed_by_host(sb, canary):
     alive(sb)
 
 
+def test_planted_link_at_kernel_folder_then_crash(sb, canary):
+    """The host rewrites ``.kernel/`` on restart: a link planted there must be removed, never followed."""
+    before = {p.name: p.stat().st_mode for p in canary.iterdir()}
+    r = run(sb, "import shutil\nshutil.rmtree('.kernel', ignore_errors=True)\n"
+                f"os.symlink({str(canary)!r}, '.kernel')\nos._exit(1)")
+    assert r.status == "died" and r.restarted
+    assert {p.name: p.stat().st_mode for p in canary.iterdir()} == before
+    assert not (sb.workspace / ".kernel").is_symlink()
+    alive(sb)
+
+
 def test_file_of_10_gb(sb):
     r = run(sb, "with open('big.bin', 'wb') as f:\n"
                 "    chunk = b'\\0' * (64 << 20)\n"
@@ -246,6 +257,17 @@ def test_fill_tmp(sb):
     assert r.status == "error" and "No space left" in r.error_value
     assert not Path("/tmp/fill").exists()  # the kernel's /tmp is private
     run(sb, "os.remove('/tmp/fill')")
+    alive(sb)
+
+
+def test_fill_dev_shm_and_semaphores_work(sb):
+    r = run(sb, "with open('/dev/shm/fill', 'wb') as f:\n"
+                "    for _ in range(128):\n"
+                "        f.write(b'\\0' * (8 << 20)); f.flush()")
+    assert r.status == "error" and "No space left" in r.error_value
+    run(sb, "os.remove('/dev/shm/fill')")
+    r = run(sb, "import multiprocessing\nlock = multiprocessing.Lock()\nlock.acquire(), lock.release()")
+    assert r.status == "ok", r.summary()  # a private /dev/shm, but a working one
     alive(sb)
 
 
