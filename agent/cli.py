@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     project_errors = _project_errors()
     code = 0
     try:
-        app(args=args, prog_name="interp-agent", standalone_mode=False)
+        rv = app(args=args, prog_name="interp-agent", standalone_mode=False)
+        if isinstance(rv, int):  # click returns (not raises) typer.Exit's code when standalone_mode=False
+            code = rv
     except click_exc.NoArgsIsHelpError:  # `interp-agent` alone: typer has printed the help
         code = 0
     except click_exc.UsageError as e:

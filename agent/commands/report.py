@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from agent import replay as rp
-        from agent.cli import STATE, console, emit
+        from agent.cli import STATE, console, emit, err_console
 
         run_dir = resolve_run(run, out)
         if not verify and not planner_replay:
@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
         if verify:
             progress = None if STATE.json else Progress(
                 TextColumn("verifying cells"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("{task.description}"), console=console, transient=False)
+                TextColumn("{task.description}"), console=err_console, transient=False)
             task_id = None
 
             def on_cell(i: int, n: int, cell) -> None:
@@ -81,7 +81,9 @@ def register(app: typer.Typer) -> None:
             if not STATE.json:
                 if rep.mismatches:
                     t = Table(title=f"{len(rep.mismatches)} mismatches (rtol {rep.rtol:g}, atol {rep.atol:g})")
-                    for col in ("event seq", "call", "field", "logged", "now"):
+                    for col in ("event seq", "call", "field"):
+                        t.add_column(col, no_wrap=True)
+                    for col in ("logged", "now"):
                         t.add_column(col, overflow="fold")
                     for m in rep.mismatches:
                         t.add_row(str(m.seq), m.call, m.path, m.logged, m.now)

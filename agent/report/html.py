@@ -106,7 +106,7 @@ def render_html(s: RunSummary) -> str:
 
     if s.evaluation:
         p.append('<h2 id="evaluation-h">Evaluation</h2><table id="evaluation"><tr><th>score</th><th>value</th></tr>'
-                 + "".join(f"<tr><td>{_e(k)}</td><td>{_e(fmt_num(v) if isinstance(v, int | float) else v)}</td>"
+                 + "".join(f"<tr><td>{_e(k)}</td><td>{_e(fmt_num(v) if isinstance(v, int | float) or v is None else v)}</td>"
                            "</tr>" for k, v in s.evaluation.items()) + "</table>")
 
     p.append('<h2 id="figures-h">Figures</h2>')

@@ -103,7 +103,7 @@ def render_markdown(s: RunSummary, figure_paths: list[str] | None = None) -> str
     if s.evaluation:
         out += ["## Evaluation", "", "| score | value |", "|---|---|"]
         for k, v in s.evaluation.items():
-            out.append(f"| {k} | {_cell(fmt_num(v) if isinstance(v, int | float) else str(v))} |")
+            out.append(f"| {k} | {_cell(fmt_num(v) if isinstance(v, int | float) or v is None else str(v))} |")
         out.append("")
 
     out += ["## Figures", ""]
