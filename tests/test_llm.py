@@ -234,6 +234,13 @@ def test_backends_satisfy_the_protocol(fake_anthropic):
     assert backend(fake_anthropic).name == "claude" and ReplayBackend([]).name == "replay"
 
 
+def test_backend_closes_its_client(fake_anthropic):
+    fake_anthropic.script([text_turn("a")])
+    with backend(fake_anthropic) as llm:
+        assert llm.complete(system="s", messages=[{"role": "user", "content": "x"}], tools=[]).text == "a"
+    assert llm.client.is_closed()
+
+
 def test_missing_key_is_one_clear_error(monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     with pytest.raises(LLMConfigError) as ei:

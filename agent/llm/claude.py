@@ -105,6 +105,16 @@ class ClaudeBackend:
         self.totals = Totals()
         self.client = anthropic.Anthropic(api_key=key, base_url=base_url, max_retries=0, timeout=timeout)
 
+    def close(self) -> None:
+        """Close the HTTP connection pool (the backend can still be garbage-collected without this)."""
+        self.client.close()
+
+    def __enter__(self) -> ClaudeBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         return f"ClaudeBackend(model={self.model!r}, base_url={str(self.client.base_url)!r})"
 
