@@ -421,10 +421,15 @@ def _parse_line(raw: bytes, lineno: int, path: Path) -> Any:
                              fix="read it with the interp-agent version that wrote it")
     kind = obj.get("kind")
     cls = KINDS.get(kind)  # type: ignore[arg-type]
+    newer_minor = minor > int(SCHEMA_VERSION.split(".")[1])
     if cls is None:
+        if newer_minor:
+            raise LogSchemaError(f"{path} line {lineno}: event kind {kind!r} comes from schema {version}, newer "
+                                 f"than this interp-agent's {SCHEMA_VERSION}",
+                                 fix="upgrade interp-agent (pip install -U interp-agent) to read this run")
         raise LogSchemaError(f"{path} line {lineno}: unknown event kind {kind!r}",
-                             fix=f"known kinds: {', '.join(KINDS)}; upgrade interp-agent if the log is newer")
-    if minor > int(SCHEMA_VERSION.split(".")[1]):  # a newer minor may add fields: drop the unknown ones
+                             fix=f"known kinds: {', '.join(KINDS)}; the log was corrupted or edited by hand")
+    if newer_minor:  # a newer minor may add fields: drop the unknown ones
         obj = {k: v for k, v in obj.items() if k in cls.model_fields}
     try:
         ev = cls.model_validate(obj)

@@ -181,6 +181,11 @@ def test_unknown_kind_is_refused(tmp_path):
     (tmp_path / "r" / "events.jsonl").write_bytes(b"\n".join(lines))
     with pytest.raises(L.LogSchemaError, match=r"line 1: unknown event kind 'telepathy'"):
         L.read_events(tmp_path / "r")
+    obj["schema_version"] = "1.4"  # a kind added by a newer minor version: say to upgrade
+    lines[0] = json.dumps(obj).encode()
+    (tmp_path / "r" / "events.jsonl").write_bytes(b"\n".join(lines))
+    with pytest.raises(L.LogSchemaError, match=r"line 1: event kind 'telepathy' comes from schema 1.4.*upgrade"):
+        L.read_events(tmp_path / "r")
 
 
 @pytest.mark.parametrize("cut", ["torn", "no_newline", "clean"])
