@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev,bench]"
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -q bubblewrap || { apt-get update -q && apt-get install -y -q bubblewrap; }; } >/dev/null 2>&1; } || echo "warning: bubblewrap is missing, so the sandbox will refuse to start: sudo apt-get install -y bubblewrap"
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } >/dev/null 2>&1; } || echo "note: chromium is missing, so the HTML-report rendering test is skipped: sudo apt-get install -y chromium"
 	@touch $(STAMP)
 
 lint: $(STAMP)
