@@ -30,12 +30,15 @@ import os
 import queue
 import secrets
 import shutil
+import stat
 import tempfile
 import time
 import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
+
+import zmq
 
 from sandbox.config import SandboxLimits
 from sandbox.errors import KernelStartError, SandboxClosed, SandboxError
@@ -190,11 +193,16 @@ class Sandbox(ABC):
         conn.write_text(json.dumps(kernel_info))
         self._after_connection_file(conn)
         self._launch(conn, kernel_info)
-        kc = BlockingKernelClient()
+        deadline = time.monotonic() + self.limits.start_timeout_s
+        self._wait_for_sockets(host_ip, deadline)
+        # Connect once, never reconnect: a kernel that later swaps its socket files for links must not be
+        # able to steer the host's client to another Unix socket on the host (a confused deputy).
+        context = zmq.Context()
+        context.setsockopt(zmq.RECONNECT_IVL, -1)
+        kc = BlockingKernelClient(context=context)
         kc.load_connection_info(dict(info, ip=host_ip))
         kc.start_channels()
         self.kc = kc
-        deadline = time.monotonic() + self.limits.start_timeout_s
         while True:  # wait_for_ready, but notice a kernel that exits instead of answering
             if not self._alive():
                 raise KernelStartError(f"the kernel exited during start-up ({self._exit_reason()})",
@@ -223,6 +231,23 @@ class Sandbox(ABC):
                     + "\n".join(r.traceback[-5:]),
                     fix="fix the setup code (it runs on every start and restart); run it with execute() to debug")
         self._booted()
+
+    def _wait_for_sockets(self, host_ip: str, deadline: float) -> None:
+        """Wait until the fresh kernel has bound its five ipc sockets (real sockets, not links)."""
+        paths = [f"{host_ip}-{port}" for port in range(1, 6)]
+        while True:
+            try:
+                if all(stat.S_ISSOCK(os.lstat(p).st_mode) for p in paths):
+                    return
+            except FileNotFoundError:
+                pass
+            if not self._alive():
+                raise KernelStartError(f"the kernel exited during start-up ({self._exit_reason()})",
+                                       fix=self._start_fix())
+            if time.monotonic() > deadline:
+                raise KernelStartError(f"the kernel did not open its sockets within {self.limits.start_timeout_s:.0f}s",
+                                       fix="raise SandboxLimits(start_timeout_s=...) on a slow machine")
+            time.sleep(0.005)
 
     def _booted(self) -> None:  # noqa: B027
         """Backend hook run when the kernel has answered and run its setup cells."""
@@ -261,6 +286,8 @@ class Sandbox(ABC):
         if self.kc is not None:
             with contextlib.suppress(Exception):
                 self.kc.stop_channels()
+            with contextlib.suppress(Exception):
+                self.kc.context.destroy(linger=0)
             self.kc = None
         self._kill()
 

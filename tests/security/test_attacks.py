@@ -237,6 +237,32 @@ def test_planted_link_at_kernel_folder_then_crash(sb, canary):
     alive(sb)
 
 
+def test_socket_files_swapped_for_links_to_a_host_socket(sb):
+    """The kernel replaces its ipc socket files by links to a host Unix socket, then drops its connections:
+    the host's client must not reconnect through the links (it never reconnects)."""
+    import tempfile
+
+    evil_dir = tempfile.mkdtemp(prefix="evil-", dir="/tmp")
+    evil = os.path.join(evil_dir, "s")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(evil)
+    srv.listen(16)
+    srv.settimeout(1.5)
+    try:
+        r = run(sb, "import glob, time\n"
+                    "for p in glob.glob('.kernel/k-*'):\n"
+                    f"    os.unlink(p); os.symlink({evil!r}, p)\n"
+                    "os.kill(os.getpid(), signal.SIGKILL)")
+        assert r.status == "died" and r.restarted
+        assert _accept(srv) is None  # the host never connected to the planted target
+    finally:
+        srv.close()
+        os.unlink(evil)
+        os.rmdir(evil_dir)
+    assert sb.kc.shell_channel.socket.getsockopt(__import__("zmq").RECONNECT_IVL) == -1
+    alive(sb)
+
+
 def test_file_of_10_gb(sb):
     r = run(sb, "with open('big.bin', 'wb') as f:\n"
                 "    chunk = b'\\0' * (64 << 20)\n"
