@@ -14,6 +14,17 @@ What the kernel gets (see :func:`bwrap_argv`):
 - rlimits: address space, file size, process count, no core files, optionally CPU time;
 - an allow-listed environment (:func:`sandbox.config.kernel_env`): no keys, tokens or cloud credentials.
 
+The host side never follows a link the kernel can plant: rich outputs are written with ``O_NOFOLLOW`` /
+``O_EXCL`` relative to directory descriptors, ``.kernel/`` is checked and rebuilt only while the kernel
+is dead (its whole PID namespace dies with it), and the client connects to the kernel's sockets once,
+with reconnection off. ``tests/security/`` holds the attack cases.
+
+Known limits (not escapes): the workspace's total size is not capped (only each file, by RLIMIT_FSIZE);
+the kernel may create nested user namespaces (no host privilege, but more kernel attack surface);
+without root, bubblewrap runs in a user namespace as the calling user, so RLIMIT_NPROC counts all of
+that user's processes (that mode is not exercised by the tests here, which run as root); ``gpu=True``
+is untested on these CPU machines.
+
 Bubblewrap comes from Debian's package (``apt-get install -y bubblewrap``; ``make setup`` installs it when
 run as root). Without it the sandbox refuses to start unless ``unsafe_no_isolation=True``.
 

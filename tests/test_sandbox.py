@@ -67,6 +67,25 @@ def test_timeout_interrupt_keeps_state(sb):
 
 
 @needs_bwrap
+def test_explicit_interrupt_from_another_thread(sb):
+    import threading
+
+    timer = threading.Timer(0.5, sb.interrupt)
+    timer.start()
+    r = sb.execute("import time\nfor _ in range(600):\n    time.sleep(0.05)", timeout=30)
+    timer.join()
+    assert r.status == "error" and r.error_name == "KeyboardInterrupt" and r.duration_s < 20
+
+
+@needs_bwrap
+def test_oversized_result_and_long_repr(sb):
+    r = sb.execute("_result = 'x' * 5_000_000")
+    assert r.status == "ok" and r.data is None and "over the" in r.stderr
+    r = sb.execute("'y' * 3000")
+    assert r.truncated and r.result.startswith("'" + "y" * 999) and "characters of the result truncated" in r.result
+
+
+@needs_bwrap
 def test_rich_outputs_saved_as_files(sb):
     r = sb.execute("from IPython.display import HTML, SVG, display\n"
                    "display(HTML('<b>hi</b>'))\n"
@@ -89,6 +108,9 @@ def test_death_restarts_and_reruns_setup(sb):
     assert sb.restarts == before + 1
     assert sb.execute("SETUP_VALUE").result == "41"  # setup re-ran
     assert sb.execute("scratch").status == "error"  # session state is gone
+    sb.execute("SETUP_VALUE = 7")
+    sb.restart()
+    assert sb.restarts == before + 2 and sb.execute("SETUP_VALUE").result == "41"
 
 
 @needs_bwrap
