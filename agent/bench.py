@@ -386,6 +386,8 @@ def permuted_model_dir(model_ref: str, seed: int, out: str | Path) -> Path:
         model.tokenizer.save_pretrained(tmp)
     (tmp / PERMUTATION_FILE).write_text(json.dumps(
         {"seed": seed, "source": model_ref, "mapping": {str(k): str(v) for k, v in mapping.items()}}))
+    for f in tmp.iterdir():  # save_pretrained writes 0600 files: the sandbox's user must read them
+        f.chmod(0o644)
     if path.exists():  # another worker won the race
         return path
     tmp.rename(path)
@@ -397,6 +399,12 @@ def run_cell(cell: Cell, cfg: BenchConfig, home: str | None = None) -> CellResul
     if home:
         os.environ["INTERP_AGENT_HOME"] = home
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
     t0 = time.monotonic()
     base = dict(key=cell.key, task=cell.task, planner=cell.planner, seed=cell.seed, permuted=cell.permuted)
     run_dir = None
@@ -523,12 +531,26 @@ def _mean_std(vals: list[float]) -> tuple[float, float] | None:
     return m, sd
 
 
-def _fmt(ms: tuple[float, float] | None, n: int) -> str:
+DIGITS: dict[str, int] = {"cost_steps": 0, "cost_tool_calls": 0, "cost_tokens": 0, "cost_usd": 4, "cost_wall_s": 1}
+"""Decimals per score in the Markdown table (default 3)."""
+
+
+def _fmt(ms: tuple[float, float] | None, n: int, digits: int = 3) -> str:
+    """``mean ± std`` (just the mean for one seed; ``–`` when undefined).
+
+    >>> _fmt((0.625, 0.1768), 2), _fmt((21.0, 0.0), 1, 0), _fmt(None, 3)
+    ('0.625 ± 0.177', '21', '–')
+    """
     if ms is None:
         return "–"
     m, sd = ms
-    digits = 0 if abs(m) >= 100 else 3
     return f"{m:.{digits}f}" if n <= 1 else f"{m:.{digits}f} ± {sd:.{digits}f}"
+
+
+def _task_label(task: str) -> str:
+    """A task name as shown in tables: a spec file path shows as its stem."""
+    p = Path(task)
+    return p.stem if p.suffix in (".yaml", ".yml", ".json") else task
 
 
 def summarise(results: Iterable[CellResult]) -> list[dict[str, Any]]:
@@ -570,17 +592,17 @@ def markdown_table(rows: list[dict[str, Any]], gaps: list[dict[str, Any]] | None
     head = ["task", "planner", "names", "n"] + [h for _, h in TABLE_COLUMNS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["task"], r["planner"], r["names"], str(r["n"])]
+        cells = [_task_label(r["task"]), r["planner"], r["names"], str(r["n"])]
         for k, _ in TABLE_COLUMNS:
             m = r.get(f"{k}_mean")
-            cells.append(_fmt(None if m is None else (m, r.get(f"{k}_std") or 0.0), r["n"]))
+            cells.append(_fmt(None if m is None else (m, r.get(f"{k}_std") or 0.0), r["n"], DIGITS.get(k, 3)))
         lines.append("| " + " | ".join(cells) + " |")
     if gaps:
         keys = [k for k in gaps[0] if k not in ("task", "planner")]
         lines += ["", "Memorization control (original − permuted names):", "",
                   "| task | planner | " + " | ".join(keys) + " |", "|" + "---|" * (2 + len(keys))]
         for g in gaps:
-            lines.append(f"| {g['task']} | {g['planner']} | "
+            lines.append(f"| {_task_label(g['task'])} | {g['planner']} | "
                          + " | ".join("–" if g[k] is None else f"{g[k]:+.3f}" for k in keys) + " |")
     return "\n".join(lines) + "\n"
 

@@ -152,8 +152,10 @@ def test_permutation_leaves_scores_of_permutation_aware_planner_unchanged(bench_
     results = read_results(tmp_path)
     orig = results[f"{bench_task}|offline|0|orig"].scores
     perm = results[f"{bench_task}|offline|0|perm"].scores
-    mapping = json.loads((next((tmp_path / "models").iterdir()) / "permutation.json").read_text())["mapping"]
+    model_dir = next((tmp_path / "models").iterdir())
+    mapping = json.loads((model_dir / "permutation.json").read_text())["mapping"]
     assert any(k != v for k, v in mapping.items())  # the names really changed
+    assert all(f.stat().st_mode & 0o044 == 0o044 for f in model_dir.iterdir())  # readable by the sandbox user
     for k in orig:
         if k.startswith("cost_"):
             continue

@@ -92,5 +92,5 @@ def register(app: typer.Typer) -> None:
             console.print(f"{len(res.reused)} finished cell(s) reused from {res.out}/results.jsonl")
         for err in res.errors:
             console.print(f"[red]failed:[/] {err}")
-        console.print(res.markdown, markup=False, highlight=False)
+        console.print(res.markdown, markup=False, highlight=False, soft_wrap=True)
         console.print(f"results: {res.out}/results.md, {res.out}/results.csv, {res.out}/results.jsonl")
