@@ -152,8 +152,9 @@ def bwrap_argv(command: Sequence[str], workspace: str | os.PathLike, uid: int | 
     if uid is not None:
         argv += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
                  "--bounding-set=-all", "--no-new-privs", "--"]
-    argv += ["prlimit", f"--as={limits.memory_bytes}", f"--fsize={limits.file_size_bytes}",
-             f"--nproc={limits.processes}", "--core=0"]
+    # CUDA reserves far more virtual address space than it uses: RLIMIT_AS would break cuInit.
+    argv += ["prlimit"] + ([] if gpu else [f"--as={limits.memory_bytes}"])
+    argv += [f"--fsize={limits.file_size_bytes}", f"--nproc={limits.processes}", "--core=0"]
     if limits.cpu_seconds:
         argv.append(f"--cpu={limits.cpu_seconds}:{limits.cpu_seconds + 10}")  # SIGXCPU, then SIGKILL 10 s on
     argv += ["--", *command]
@@ -202,7 +203,8 @@ class LocalSandbox(Sandbox):
             only). Without it a missing bubblewrap raises :class:`IsolationUnavailable`.
         read_only_paths: extra host paths the kernel may read (e.g. a model folder under a home dir). On
             a root host the kernel runs as another uid: these must be world-readable (``chmod -R o+rX``).
-        gpu: expose ``/dev/nvidia*`` to the kernel.
+        gpu: expose ``/dev/nvidia*`` to the kernel. CUDA needs an unlimited address space, so the
+            memory limit (RLIMIT_AS) is then off: prefer the docker backend (a cgroup memory limit) on GPUs.
         env: extra environment variables (names that look like credentials are refused).
         python: the kernel's interpreter (default: this one, whose packages include ``tools`` and torch).
     """
@@ -285,10 +287,11 @@ class LocalSandbox(Sandbox):
         preexec = None
         if self.unsafe:
             argv = cmd
-            lim = self.limits
+            lim, gpu = self.limits, self.gpu
 
             def preexec() -> None:  # runs in the child before exec
-                resource.setrlimit(resource.RLIMIT_AS, (lim.memory_bytes, lim.memory_bytes))
+                if not gpu:
+                    resource.setrlimit(resource.RLIMIT_AS, (lim.memory_bytes, lim.memory_bytes))
                 resource.setrlimit(resource.RLIMIT_FSIZE, (lim.file_size_bytes, lim.file_size_bytes))
                 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
                 if lim.cpu_seconds:

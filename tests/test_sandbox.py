@@ -170,6 +170,8 @@ def test_bwrap_argv_policy(tmp_path):
     assert ["--bind", str(tmp_path), str(tmp_path)] == argv[argv.index(str(tmp_path)) - 1:][:3]
     assert f"--as={2 * 1024 ** 3}" in argv and "--reuid=1500000001" in argv
     assert os.path.basename(argv[-1]) == "k"
+    gpu = local_mod.bwrap_argv(["k"], tmp_path, uid=None, gpu=True)
+    assert not [a for a in gpu if a.startswith("--as=")] and "--fsize=" in " ".join(gpu)
 
 
 @needs_bwrap
