@@ -149,6 +149,8 @@ class AttributionSweep(_Tool):
     method: Literal["exact", "attribution"] = "exact"
     top_k: int = Field(20, ge=1, le=500)
     prompts: PromptSet = "main"
+    zero_ablation: bool = Field(False, description="Also zero-ablate each component (one forward each) and report "
+                                                  "'ablation_frac': catches features constant across prompts.")
 
     def to_code(self) -> str:
         fn = "patching_sweep" if self.method == "exact" else "attribution_patching"
@@ -163,7 +165,11 @@ class AttributionSweep(_Tool):
             f"_result = {self.meta()!r}",
             "_result.update(_m0, effects={k: _eff[k] for k in _top},",
             "               effect_frac={k: _eff[k] / _m0['gap'] if _m0['gap'] else None for k in _top})",
-        ])
+        ] + ([
+            f"_za = {{str(c): _m0['clean'] - float(metric(tools.ablate(model, _b, [c], method='zero'), _b)) "
+            f"for c in {comps}}}",
+            "_result['ablation_frac'] = {k: v / _m0['gap'] if _m0['gap'] else None for k, v in _za.items()}",
+        ] if self.zero_ablation else []))
 
 
 class Attention(_Tool):

@@ -8,8 +8,10 @@
 * **frame**: the question as a task (see :mod:`agent.framing`); done before the run starts by
   :mod:`agent.run`, so this node only fills it in when the graph is driven directly.
 * **localise**: with ``--circuit`` the given components; otherwise an exact patching sweep over every
-  head and MLP (a logged code cell) and the components whose |effect| ≥ ``threshold`` (default 10%) of
-  the clean − corrupt metric gap, largest first, at most ``max_components`` (default 8). When none
+  head and MLP plus a zero-ablation of each (one logged code cell), and the components whose larger
+  |effect| ≥ ``threshold`` (default 10%) of the clean − corrupt metric gap, largest first, at most
+  ``max_components`` (default 8). (Patching and mean ablation cannot see a feature that is the same
+  on every prompt, e.g. a duplicate-token flag at a fixed position; zero ablation can.) When none
   passes, the 3 largest are kept (logged as an ``error`` event saying so).
 * **step**: one planner turn for the current component: the system prompt, the conversation and the
   tool specs go to ``backend.complete``; each ``tool_use`` is validated (a malformed input goes back as
@@ -143,7 +145,7 @@ def localise(state: ResearchState, runtime: Runtime[RunContext]) -> dict:
     base = {"index": 0, "usage": BudgetUsage().model_dump(), "conclusions": {}, "clusters": []}
     if state.get("circuit"):
         return {**base, "components": list(state["circuit"]), "log_seq": ctx.journal.position}
-    tool = AttributionSweep(kind="all", method="exact", top_k=500)
+    tool = AttributionSweep(kind="all", method="exact", top_k=500, zero_ablation=True)
     call_id = "localise-sweep"
     ctx.progress(phase="localise")
     ctx.journal.emit(ToolCallEvent(call_id=call_id, name="attribution_sweep", input=tool.model_dump(mode="json")))
@@ -154,6 +156,9 @@ def localise(state: ResearchState, runtime: Runtime[RunContext]) -> dict:
             "pass the components with --circuit to skip it")))
         return {**base, "components": [], "failure": "localisation failed", "log_seq": ctx.journal.position}
     fracs = {k: float(v) for k, v in ev.data["effect_frac"].items() if v is not None}
+    for k, v in (ev.data.get("ablation_frac") or {}).items():  # zero ablation sees constant features
+        if v is not None and abs(float(v)) > abs(fracs.get(k, 0.0)):
+            fracs[k] = float(v)
     ranked = sorted(fracs, key=lambda k: -abs(fracs[k]))
     keep = [c for c in ranked if abs(fracs[c]) >= ctx.threshold][: ctx.max_components]
     if not keep:

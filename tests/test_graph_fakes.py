@@ -30,7 +30,7 @@ SIGNATURES: dict[str, dict[str, Any]] = {
     "MLP0": {"abl": 0.15, "pat": 0.15, "dla": 0.01},
 }
 EXPECTED_ROLES = {"L1H0": "name mover", "L1H1": "negative mover", "L0H1": "previous token",
-                  "L0H2": "duplicate token", "L0H3": "no clear role", "MLP0": "indirect MLP"}
+                  "L0H2": "duplicate token", "L0H3": "no task effect", "MLP0": "indirect MLP"}
 
 
 @dataclass
@@ -86,7 +86,9 @@ class FakeSandbox:
         comp = next((c for c in self.sig if re.search(rf"\b{c}\b", head)), None)
         if kind == "exact" or kind == "attribution":
             fr = {c: s.get("pat", 0.0) for c, s in self.sig.items()}
-            return FakeResult(data={**base, "effects": {c: v * GAP for c, v in fr.items()}, "effect_frac": fr})
+            za = {c: s.get("zab", 0.0) for c, s in self.sig.items()}
+            return FakeResult(data={**base, "effects": {c: v * GAP for c, v in fr.items()}, "effect_frac": fr,
+                                    "ablation_frac": za})
         if comp is None:
             return FakeResult(status="error", error_name="NameError", error_value=f"unknown cell {head!r}")
         s = self.sig[comp]

@@ -5,12 +5,13 @@ but computes its turn from the conversation (the component brief and the tool re
 goes through the very same loop, is logged the same way and replays. It is the honest one-shot
 workflow baseline: the same battery and rules for every component, three turns each.
 
-Turn 1 — battery (on the main prompts): ``ablate`` (mean), ``patch`` (clean → corrupt),
+Turn 1 — battery (on the main prompts): ``ablate`` (mean, and zero: mean ablation is blind to a
+feature that is constant across the task's prompts), ``patch`` (clean → corrupt),
 ``logit_attribution`` (direct effect onto answer − wrong); for heads also ``attention`` (where END
 attends, in task roles) and ``head_scores`` (OV copying, previous-token, induction, duplicate-token).
 
 Turn 2 — hypotheses by these rules, in priority order (every rule that fires is proposed, at most 3;
-none → "no clear role"), each with a prediction tested on HELD-OUT prompts (a fresh seed):
+none → "no task effect"), each with a prediction tested on HELD-OUT prompts (a fresh seed):
 
 =====  ======================  ==============================================  ===============================================
 rule   role                    fires when (main prompts)                       prediction tested on held-out prompts
@@ -18,24 +19,26 @@ rule   role                    fires when (main prompts)                       p
 R1     negative mover          DLA ≤ −0.10 × clean metric                      held-out DLA ≤ −0.05 × clean
 R2     name mover              head; task has IO; DLA ≥ 0.20 × clean and       held-out DLA ≥ 0.10 × clean and attention on
                                attention END→IO ≥ 0.40                         IO ≥ 0.30
-R3     induction               head; induction score ≥ 0.40                    score ≥ 0.30 on fresh random sequences (seed 1)
-R4     previous token          head; previous-token score ≥ 0.40               score ≥ 0.30 on fresh random sequences (seed 1)
-R5     duplicate token         head; duplicate-token score ≥ 0.40              score ≥ 0.30 on fresh random sequences (seed 1)
-R6     S-inhibition            head; task has S2; attention END→S2 ≥ 0.30,     held-out ablation effect ≥ 0.05 of the gap and
-                               ablation effect ≥ 0.10 of the gap, |DLA| <      attention on S2 ≥ 0.20
-                               0.10 × clean
+R3     induction               head; relevant; induction score ≥ 0.40          score ≥ 0.30 on fresh random sequences (seed 1)
+R4     previous token          head; relevant; previous-token score ≥ 0.40     score ≥ 0.30 on fresh random sequences (seed 1)
+R5     duplicate token         head; relevant; duplicate-token score ≥ 0.40    score ≥ 0.30 on fresh random sequences (seed 1)
+R6     S-inhibition            head; task has S2; attention END→S2 ≥ 0.30,     held-out max(ablation, patching) effect ≥ 0.05
+                               max(ablation, patching) effect ≥ 0.10 of the    of the gap and attention on S2 ≥ 0.20
+                               gap, |DLA| < 0.10 × clean
 R7     mover / direct writer   DLA ≥ 0.20 × clean (heads: "mover"; MLPs:       held-out DLA ≥ 0.10 × clean
                                "direct MLP")
-R8     indirect contributor    ablation or patching effect ≥ 0.10 of the gap,  held-out ablation effect ≥ 0.05 of the gap
+R8     indirect contributor    ablation or patching effect ≥ 0.10 of the gap,  held-out max(ablation, patching) effect ≥ 0.05
                                |DLA| < 0.10 × clean (MLPs: "indirect MLP")
-R0     no clear role           no rule fires                                   held-out |ablation effect| < 0.10 of the gap
+R0     no task effect          no rule fires                                   held-out max |ablation|, |patching| < 0.10
 =====  ======================  ==============================================  ===============================================
 
 (DLA = direct logit attribution onto answer − wrong; "clean" = the clean metric; "gap" = clean −
-corrupt metric; scores as returned by ``tools.head_scores``.)
+corrupt metric; scores as returned by ``tools.head_scores``; "relevant" = max(|mean-ablation|,
+|zero-ablation|, |patching| effect as a fraction of the gap, |DLA| / clean) ≥ 0.02: an attention pattern alone — e.g. a
+distractor head that attends to the previous token but whose output nothing reads — is not a role.)
 
 Turn 3 — each hypothesis is marked ``supported`` or ``refuted`` by its held-out result, and the
-component is concluded with the highest-priority supported role (none supported → "no clear role",
+component is concluded with the highest-priority supported role (none supported → "unclear role",
 low confidence). Confidence = 0.5 + 0.4 × (fraction of the role's checks passed with margin ≥ 1.5×).
 Components are then clustered by role label, i.e. by evidence signature.
 
@@ -43,7 +46,7 @@ Components are then clustered by role label, i.e. by evidence signature.
 >>> brief = "COMPONENT: MLP0\\nTASK: toy-ioi\\nROLES: IO, S1, S2, END\\nMETRIC: logit_diff\\n\\nInvestigate MLP0."
 >>> r = b.complete(system="", messages=[{"role": "user", "content": brief}], tools=[])
 >>> [t.name for t in r.tool_uses]
-['ablate', 'patch', 'logit_attribution']
+['ablate', 'ablate', 'patch', 'logit_attribution']
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ SCORE_T = 0.40
 ATTN_T = 0.40
 S2_T = 0.30
 HELD_SCORE_T = 0.30
+REL_T = 0.02
 SCORE_KEYS = {
     "induction": ("induction",),
     "previous token": ("previous", "prev"),
@@ -98,6 +102,8 @@ class Obs:
 def _key(name: str, inp: dict[str, Any]) -> str:
     if name == "head_scores":
         return f"head_scores:{inp.get('seed', 0)}"
+    if name == "ablate" and inp.get("method", "mean") != "mean":
+        return f"ablate_{inp.get('method')}:{inp.get('prompts', 'main')}"
     return f"{name}:{inp.get('prompts', 'main')}"
 
 
@@ -211,6 +217,11 @@ def head_score(data: Any, comp: str, which: str) -> float | None:
     return None
 
 
+def _max(*vals: float | None) -> float | None:
+    got = [v for v in vals if v is not None]
+    return max(got) if got else None
+
+
 def effect(data: Any) -> float | None:
     return _num(data.get("effect_frac")) if isinstance(data, dict) else None
 
@@ -228,7 +239,7 @@ def propose(comp: str, roles: list[str], obs: Obs) -> list[Hyp]:
     pat = effect(r.get("patch:main"))
     att = r.get("attention:main")
     sc = r.get("head_scores:0")
-    ev = [obs.seqs[k] for k in ("ablate:main", "patch:main", "logit_attribution:main", "attention:main",
+    ev = [obs.seqs[k] for k in ("ablate:main", "ablate_zero:main", "patch:main", "logit_attribution:main", "attention:main",
                                 "head_scores:0") if k in obs.seqs]
     out: list[Hyp] = []
     f = lambda v: "n/a" if v is None else f"{v:+.2f}"  # noqa: E731
@@ -241,19 +252,23 @@ def propose(comp: str, roles: list[str], obs: Obs) -> list[Hyp]:
                        f"into the answer logit (DLA {f(dla)} of clean)",
                        "held-out DLA >= 0.10 x clean and attention on IO >= 0.30",
                        ["logit_attribution:heldout", "attention:heldout"]))
-    if head:
+    zab = effect(r.get("ablate_zero:main"))
+    rel = max((abs(v) for v in (abl, pat, dla, zab) if v is not None), default=0.0)
+    if head and rel >= REL_T:
         for rule, which in (("R3", "induction"), ("R4", "previous token"), ("R5", "duplicate token")):
             s = head_score(sc, comp, which)
             if s is not None and s >= SCORE_T:
                 out.append(Hyp(rule, which, f"{comp} is a {which} head ({which} score {s:.2f})",
                                f"{which} score >= 0.30 on fresh random sequences (seed 1)", ["head_scores:1"]))
     s2 = attn_frac(att, "S2") if head and "S2" in roles else None
-    if (s2 is not None and abl is not None and s2 >= S2_T and abl >= ABL_T
+    eff = max((v for v in (abl, pat) if v is not None), default=None)
+    if (s2 is not None and eff is not None and s2 >= S2_T and eff >= ABL_T
             and (dla is None or abs(dla) < 0.1)):
         out.append(Hyp("R6", "S-inhibition", f"{comp} attends END->S2 ({s2:.2f}) and matters (ablation "
-                       f"{f(abl)} of gap) without a direct effect: it signals the repeated name downstream",
-                       "held-out ablation effect >= 0.05 of gap and attention on S2 >= 0.20",
-                       ["ablate:heldout", "attention:heldout"]))
+                       f"{f(abl)}, patching {f(pat)} of gap) without a direct effect: it signals the repeated "
+                       "name downstream",
+                       "held-out max(ablation, patching) effect >= 0.05 of gap and attention on S2 >= 0.20",
+                       ["ablate:heldout", "patch:heldout", "attention:heldout"]))
     if dla is not None and dla >= DLA_T and not any(h.rule == "R2" for h in out):
         role = "mover" if head else "direct MLP"
         out.append(Hyp("R7", role, f"{comp} writes the answer directly (DLA {f(dla)} of clean)",
@@ -263,11 +278,12 @@ def propose(comp: str, roles: list[str], obs: Obs) -> list[Hyp]:
         role = "indirect contributor" if head else "indirect MLP"
         out.append(Hyp("R8", role, f"{comp} matters (ablation {f(abl)}, patching {f(pat)} of gap) only through "
                        "later components (small direct effect)",
-                       "held-out ablation effect >= 0.05 of gap", ["ablate:heldout"]))
+                       "held-out max(ablation, patching) effect >= 0.05 of gap", ["ablate:heldout", "patch:heldout"]))
     out = out[:3]
     if not out:
-        out.append(Hyp("R0", "no clear role", f"{comp} has no clear role in this task (ablation {f(abl)} of gap, "
-                       f"DLA {f(dla)} of clean)", "held-out |ablation effect| < 0.10 of gap", ["ablate:heldout"]))
+        out.append(Hyp("R0", "no task effect", f"{comp} has no effect on this task (ablation {f(abl)} of gap, "
+                       f"patching {f(pat)} of gap, DLA {f(dla)} of clean)",
+                       "held-out max |ablation|, |patching| effect < 0.10 of gap", ["ablate:heldout", "patch:heldout"]))
     for h in out:
         h.evidence = ev
     return out
@@ -285,15 +301,15 @@ def check(h: Hyp, comp: str, obs: Obs) -> tuple[bool, float]:
     elif h.rule in ("R3", "R4", "R5"):
         checks.append((head_score(r.get("head_scores:1"), comp, h.role), HELD_SCORE_T, "ge"))
     elif h.rule == "R6":
-        checks.append((effect(r.get("ablate:heldout")), 0.05, "ge"))
+        checks.append((_max(effect(r.get("ablate:heldout")), effect(r.get("patch:heldout"))), 0.05, "ge"))
         checks.append((attn_frac(r.get("attention:heldout"), "S2"), 0.20, "ge"))
     elif h.rule == "R7":
         checks.append((dla_frac(r.get("logit_attribution:heldout"), comp), 0.10, "ge"))
     elif h.rule == "R8":
-        checks.append((effect(r.get("ablate:heldout")), 0.05, "ge"))
+        checks.append((_max(effect(r.get("ablate:heldout")), effect(r.get("patch:heldout"))), 0.05, "ge"))
     else:
-        v = effect(r.get("ablate:heldout"))
-        checks.append((None if v is None else abs(v), 0.10, "lt"))
+        a, p = effect(r.get("ablate:heldout")), effect(r.get("patch:heldout"))
+        checks.append((None if a is None or p is None else max(abs(a), abs(p)), 0.10, "lt"))
     ok = True
     margin = 0
     for v, t, d in checks:
@@ -354,14 +370,14 @@ class OfflineBackend:
             if ok and best is None:
                 best = (h, margin)
         if best is None:
-            role, conf = "no clear role", 0.3
+            role, conf = "unclear role", 0.3
             expl = (f"No hypothesis survived the held-out test ({'; '.join(h.statement for h in hyps)}); "
-                    "no clear role found by the systematic battery.")
+                    "the systematic battery found no clear role.")
             ev = sorted({s for h in hyps for s in h.evidence})
         else:
             h, margin = best
-            role = h.role if h.rule != "R0" else "no clear role"
-            conf = round(0.5 + 0.4 * margin, 2) if h.rule != "R0" else 0.5
+            role = h.role
+            conf = round(0.5 + 0.4 * margin, 2)
             expl = (f"{h.statement}. Prediction on held-out prompts ({h.prediction}) held. "
                     f"Rule {h.rule} of the offline planner.")
             ev = h.evidence + [obs.seqs[t] for t in h.tests if t in obs.seqs]
@@ -375,6 +391,7 @@ class OfflineBackend:
     def _battery(comp: str) -> list[tuple[str, dict[str, Any]]]:
         calls: list[tuple[str, dict[str, Any]]] = [
             ("ablate", {"components": [comp], "method": "mean", "prompts": "main"}),
+            ("ablate", {"components": [comp], "method": "zero", "prompts": "main"}),
             ("patch", {"components": [comp], "direction": "clean_to_corrupt", "prompts": "main"}),
             ("logit_attribution", {"components": [comp], "prompts": "main"}),
         ]

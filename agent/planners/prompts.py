@@ -26,7 +26,7 @@ looks from END, in task roles), head_scores (copying / previous-token / inductio
 3. Test each prediction on the HELD-OUT prompts (prompts="heldout") or a fresh seed, then record the \
 hypothesis again with the same hypothesis_id and status "supported" or "refuted", citing evidence seqs.
 4. Conclude with conclude_component: a short role label (e.g. "name mover", "negative name mover", \
-"S-inhibition", "induction", "previous token", "duplicate token", "no clear role"), an explanation in \
+"S-inhibition", "induction", "previous token", "duplicate token", "no task effect"), an explanation in \
 task terms with the numbers, a confidence 0-1, and the evidence seqs.
 
 Every experiment tool runs as a code cell in a sandboxed Jupyter kernel where `model`, `task`, \
