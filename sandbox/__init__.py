@@ -23,7 +23,7 @@ __all__ = ["Sandbox", "LocalSandbox", "DockerSandbox", "make_sandbox", "Executio
            "SandboxLimits", "SandboxError", "IsolationUnavailable", "KernelStartError"]
 
 
-def make_sandbox(backend: Literal["local", "docker"] = "local", workspace: str | os.PathLike = ".",
+def make_sandbox(backend: Literal["local", "docker"] = "local", workspace: str | os.PathLike | None = None,
                  setup_code: list[str] | None = None, unsafe_no_isolation: bool = False,
                  limits: SandboxLimits | None = None, **options: Any) -> Sandbox:
     """Build (not start) a sandbox; use it as a context manager, which starts it and always shuts it down.
@@ -32,7 +32,7 @@ def make_sandbox(backend: Literal["local", "docker"] = "local", workspace: str |
     :class:`DockerSandbox`: ``image``, ``gpus``, ``client``...). ``unsafe_no_isolation`` (the CLI's
     ``--unsafe-no-isolation``) only applies to ``local``; log :attr:`Sandbox.isolation` in the run.
 
-    >>> make_sandbox("lxc")
+    >>> make_sandbox("lxc", workspace="/tmp/ws")
     Traceback (most recent call last):
     ...
     sandbox.errors.SandboxError: unknown sandbox backend 'lxc' — use 'local' or 'docker'

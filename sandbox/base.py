@@ -31,6 +31,7 @@ import queue
 import secrets
 import shutil
 import stat
+import sys
 import tempfile
 import time
 import uuid
@@ -65,6 +66,28 @@ def __sandbox_take_result__(_limit=__LIMIT__):
 """
 
 
+def check_workspace(workspace: str | os.PathLike | None) -> Path:
+    """The resolved workspace, refusing folders whose whole tree must not become the kernel's to write.
+
+    The workspace is handed to the kernel (and, as root, chowned to its uid), so it must be a dedicated
+    folder: not ``/``, not a home folder, not one that contains the interpreter or this repository.
+
+    >>> check_workspace("/")
+    Traceback (most recent call last):
+    ...
+    sandbox.errors.SandboxError: refusing workspace '/': the kernel may write everything under it — pass a dedicated folder, e.g. <run dir>/workspace
+    """
+    if workspace is None:
+        raise SandboxError("no workspace given", fix="pass workspace=<run dir>/workspace (a dedicated folder)")
+    ws = Path(workspace).expanduser().resolve()
+    protected = {Path("/"), Path.home().resolve(), Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(),
+                 Path(__file__).resolve().parent.parent}
+    if any(p == ws or p.is_relative_to(ws) for p in protected):
+        raise SandboxError(f"refusing workspace {str(ws)!r}: the kernel may write everything under it",
+                           fix="pass a dedicated folder, e.g. <run dir>/workspace")
+    return ws
+
+
 class _Capped:
     """A text buffer that keeps the first ``limit`` characters and counts the rest."""
 
@@ -95,7 +118,7 @@ class Sandbox(ABC):
 
     def __init__(self, workspace: str | os.PathLike, setup_code: list[str] | None = None,
                  limits: SandboxLimits | None = None, env: dict[str, str] | None = None) -> None:
-        self.workspace = Path(workspace).resolve()
+        self.workspace = check_workspace(workspace)
         self.setup_code: list[str] = list(setup_code or [])
         self.limits = limits or SandboxLimits()
         self.extra_env = dict(env or {})

@@ -188,3 +188,10 @@ def test_kernel_imports_project_and_loads_a_model(tiny_model_dirs, tmp_path):
     with make_sandbox(workspace=tmp_path / "ws", setup_code=setup, read_only_paths=[path]) as box:
         r = box.execute("str(tools.components.Component.parse('L1H2')), model.config.n_layer")
         assert r.result == "('L1H2', 2)", r.summary()
+
+
+def test_workspace_must_be_dedicated(tmp_path):
+    for bad in (None, "/", local_mod.REPO_ROOT, local_mod.REPO_ROOT.parent, os.path.expanduser("~")):
+        with pytest.raises(SandboxError, match="workspace"):
+            make_sandbox(workspace=bad, unsafe_no_isolation=True)
+    assert make_sandbox(workspace=tmp_path / "ws", unsafe_no_isolation=True).workspace == tmp_path / "ws"
