@@ -41,8 +41,9 @@ from tools.errors import InterpAgentError
 EVALUATOR = "evals"
 """``evaluator`` field of the ``evaluation`` events written here."""
 
-NON_CIRCUIT_LABELS = ("inconclusive", "no effect", "distractor", "unclear", "irrelevant", "none")
-"""A concluded component whose role starts with one of these is not part of the agent's circuit."""
+NON_CIRCUIT_LABELS = ("inconclusive", "no effect", "no task effect", "distractor", "unclear", "irrelevant", "none")
+"""A concluded component whose role starts with one of these (or whose canonical role in the synonym
+table is ``distractor``) is not part of the agent's circuit."""
 
 
 class BenchError(InterpAgentError):
@@ -77,8 +78,15 @@ class RunData(_Data):
 
 
 def _is_circuit_role(role: str) -> bool:
+    """True unless the label says the component does nothing for the task.
+
+    >>> _is_circuit_role("name mover"), _is_circuit_role("no task effect"), _is_circuit_role("Unclear role")
+    (True, False, False)
+    """
+    from evals.scores import canonical_role
+
     r = role.strip().lower()
-    return bool(r) and not r.startswith(NON_CIRCUIT_LABELS)
+    return bool(r) and not r.startswith(NON_CIRCUIT_LABELS) and canonical_role(r) != "distractor"
 
 
 def read_run(run_dir: str | Path) -> RunData:
@@ -153,7 +161,9 @@ def _reference(task: Any, model_ref: str) -> tuple[dict[str, str], dict[str, str
     if mapping is not None:
         source = json.loads((Path(model_ref) / PERMUTATION_FILE).read_text()).get("source", model_ref)
         task = task.with_mapping(mapping)
-    ref = {e.component: e.role for e in task.reference if not getattr(e, "uncertain", False)}
+    from evals.ground_truth import circuit_of
+
+    ref = circuit_of({e.component: e.role for e in task.reference if not getattr(e, "uncertain", False)})
     entry = next((e for e in list_zoo() if e.name == source), None)
     truth = None
     if entry is not None and entry.kind == "planted":

@@ -305,13 +305,13 @@ def judge_role_labels(backend: Any, agent_roles: Mapping[str | Component, str],
                       reference_roles: Mapping[str | Component, str], max_tokens: int = 1024) -> RoleAgreement:
     """Role-label agreement decided by an LLM judge.
 
-    ``backend`` is any object with ``complete(messages, system=..., max_tokens=...)`` returning a
-    response with ``.text`` (e.g. ``agent.llm`` backends) or a string. The prompt and the raw answer
+    ``backend`` is any object with ``complete(*, system, messages, tools, max_tokens)`` returning a
+    response with ``.text`` (the ``agent.llm`` backends, e.g. ``ClaudeBackend``) or a string. The prompt and the raw answer
     are returned in the result so the caller can log them. A component the judge skips counts as
     disagreeing.
 
     >>> class Fake:
-    ...     def complete(self, messages, system=None, max_tokens=None):
+    ...     def complete(self, *, system, messages, tools, max_tokens=1024):
     ...         return '[{"component": "L1H0", "same": true, "reason": "both copy the name"}]'
     >>> r = judge_role_labels(Fake(), {"L1H0": "copies names"}, {"L1H0": "name mover"})
     >>> r.method, r.n_agree, r.verdicts[0].reason
@@ -322,7 +322,8 @@ def judge_role_labels(backend: Any, agent_roles: Mapping[str | Component, str],
     if not pairs:
         return RoleAgreement(method="llm", n_shared=0, n_agree=0, fraction=None)
     prompt = judge_prompt(pairs)
-    resp = backend.complete([{"role": "user", "content": prompt}], system=JUDGE_SYSTEM, max_tokens=max_tokens)
+    resp = backend.complete(system=JUDGE_SYSTEM, messages=[{"role": "user", "content": prompt}], tools=[],
+                            max_tokens=max_tokens)
     raw = _response_text(resp)
     match = re.search(r"\[.*\]", raw, flags=re.S)
     try:

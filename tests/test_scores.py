@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from evals.ground_truth import ground_truth_score
@@ -79,7 +81,8 @@ class _Judge:
     def __init__(self, answer: str) -> None:
         self.answer, self.calls = answer, []
 
-    def complete(self, messages, system=None, max_tokens=None):
+    def complete(self, *, system, messages, tools, max_tokens=4096):  # the agent.llm backend signature
+        assert tools == []
         self.calls.append((messages, system))
         return self.answer
 
@@ -120,3 +123,15 @@ def test_ground_truth_excludes_distractors():
     fooled = ground_truth_score({"L0H1": "x", "L1H0": "y"}, truth)
     assert fooled.precision == 0.5 and fooled.false_positives == ["L1H0"]
     assert fooled.recall == pytest.approx(1 / 3)
+
+
+def test_llm_judge_through_the_real_claude_backend(fake_anthropic):
+    from agent.llm.claude import ClaudeBackend
+    from tests.fake_anthropic import text_turn
+
+    fake_anthropic.script([text_turn('[{"component": "L9H9", "same": true, "reason": "both copy the IO name"}]')])
+    llm = ClaudeBackend(api_key="test", base_url=fake_anthropic.base_url, sleep=lambda s: None)
+    r = judge_role_labels(llm, {"L9H9": "copies the indirect object"}, {"L9H9": "name mover"})
+    assert r.n_agree == 1 and r.verdicts[0].reason == "both copy the IO name"
+    sent = fake_anthropic.message_requests[0].body
+    assert "L9H9" in json.dumps(sent["messages"]) and "JSON" in json.dumps(sent["system"])
