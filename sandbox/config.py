@@ -100,6 +100,8 @@ def kernel_env(workspace: str | os.PathLike, parent: Mapping[str, str] | None = 
     ws = os.fspath(workspace)
     env.update({
         "HOME": ws,
+        "USER": "sandbox",  # the kernel's uid has no passwd entry: getpass.getuser() reads these first
+        "LOGNAME": "sandbox",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "HF_HUB_DISABLE_TELEMETRY": "1",

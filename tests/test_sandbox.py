@@ -122,6 +122,7 @@ def test_isolation_string_and_environment(sb):
         "CLICOLOR", "CLICOLOR_FORCE", "FORCE_COLOR", "GIT_PAGER", "PAGER", "PWD", "TERM", "PYDEVD_USE_FRAME_EVAL"}
     assert names <= allowed, names - allowed
     assert sb.execute("import os; os.environ['HOME'] == os.getcwd()").result == "True"
+    assert sb.execute("import getpass; getpass.getuser()").result == "'sandbox'"  # torch's caches need it
 
 
 def test_setup_failure_is_a_start_error(tmp_path):
