@@ -153,12 +153,23 @@ SandboxFactory = Callable[[Path, list[str], bool], Any]
 """``factory(workspace, setup_code, unsafe_no_isolation) -> Sandbox`` (a context manager)."""
 
 
-def default_sandbox(workspace: Path, setup_code: list[str], unsafe_no_isolation: bool) -> Any:
-    """A fresh local sandbox (the backend the CLI uses)."""
+def default_sandbox(workspace: Path, setup_code: list[str], unsafe_no_isolation: bool,
+                    model: str | None = None) -> Any:
+    """A fresh local sandbox (the backend the CLI uses) that can read ``model``'s folder, as the run's could."""
     from sandbox import make_sandbox
 
+    opts: dict[str, Any] = {}
+    if model and not unsafe_no_isolation:
+        try:
+            from agent.run import model_read_paths
+
+            ro = model_read_paths(model)
+        except ImportError:  # the research loop is optional for replay
+            ro = []
+        if ro:
+            opts["read_only_paths"] = ro
     return make_sandbox(backend="local", workspace=workspace, setup_code=setup_code,
-                        unsafe_no_isolation=unsafe_no_isolation)
+                        unsafe_no_isolation=unsafe_no_isolation, **opts)
 
 
 def _dump(result: Any) -> dict[str, Any]:
@@ -185,7 +196,7 @@ def verify(run_dir: str | Path, *, sandbox_factory: SandboxFactory | None = None
     if unsafe_no_isolation is None:
         iso = (started.isolation or "").lower()
         unsafe_no_isolation = "unsafe" in iso or iso.startswith("none")
-    factory = sandbox_factory or default_sandbox
+    factory = sandbox_factory or (lambda ws, setup, unsafe: default_sandbox(ws, setup, unsafe, started.model))
     timeout = timeout_s or float((started.config or {}).get("cell_timeout_s") or 600.0)
     report = VerifyReport(run_id=started.run_id, cells=len(cells), original_wall_s=original_wall_s(events),
                           rtol=rtol, atol=atol)

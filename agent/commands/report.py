@@ -116,6 +116,8 @@ def register(app: typer.Typer) -> None:
         notebook: Annotated[bool, typer.Option("--notebook", help="Write report.ipynb (re-runnable).")] = False,
         execute: Annotated[bool, typer.Option(
             "--execute", help="Also run the notebook top to bottom in a fresh kernel (nbclient) to check it.")] = False,
+        attention: Annotated[bool, typer.Option(
+            "--attention", help="Re-compute the concluded heads' attention patterns in a sandbox for the figures.")] = False,
         out: Annotated[str | None, typer.Option("--out", help="Runs folder (default $INTERP_AGENT_HOME/runs).")] = None,
     ) -> None:
         """Write the run's reports (all three when no format flag is given) beside its log."""
@@ -125,7 +127,7 @@ def register(app: typer.Typer) -> None:
         run_dir = resolve_run(run, out)
         if not (md or html or notebook):
             md = html = notebook = True
-        paths = write_reports(run_dir, md=md, html=html, notebook=notebook or execute)
+        paths = write_reports(run_dir, md=md, html=html, notebook=notebook or execute, attention=attention)
         executed = None
         if execute:
             nb_path = next(p for p in paths if p.suffix == ".ipynb")

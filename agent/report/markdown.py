@@ -128,6 +128,8 @@ def write_markdown(s: RunSummary, run_dir: Path) -> Path:
 
     fig_dir = run_dir / "report_figures"
     rel: list[str] = []
+    for old in fig_dir.glob("fig*.png") if fig_dir.is_dir() else []:  # figures of an earlier report
+        old.unlink()
     if s.figures:
         fig_dir.mkdir(exist_ok=True)
         for i, f in enumerate(s.figures):

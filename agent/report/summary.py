@@ -102,7 +102,7 @@ def cell_numbers(cell: CellRecord, component: str) -> dict[str, float | str]:
     elif call == "head_scores":
         scores = _lookup(data.get("scores"), component)
         if isinstance(scores, dict):
-            flat = {k: _num(v) for k, v in scores.items() if _num(v) is not None}
+            flat = {k: _num(v) for k, v in scores.items() if _num(v) is not None and "offset" not in k}
             if flat:
                 top = max(flat, key=lambda k: flat[k])
                 out[f"{top} score"] = flat[top]  # type: ignore[assignment]
@@ -259,8 +259,58 @@ def collect_figures(run_dir: Path, cells: list[CellRecord]) -> tuple[list[Figure
         notes.append(f"{len(figs) - MAX_FIGURES} more figures were left out (the report keeps {MAX_FIGURES}).")
         figs = figs[:MAX_FIGURES]
     if not any(f.kind == "attention" for f in figs):
-        notes.append("No attention pattern was logged; run `interp-agent report RUN --html` with "
-                     "`--attention` to re-compute them in a sandbox.")
+        notes.append("No attention pattern was logged (only summaries); `interp-agent report RUN --attention` "
+                     "re-computes the concluded heads' patterns in a sandbox and draws them.")
     if not any(f.kind == "patching" for f in figs):
         notes.append("No patching sweep was logged, so there is no patching heat map.")
     return figs, notes
+
+
+ATTENTION_CELL = """import torch
+with torch.no_grad():
+    _att = model.hf(batch.clean_ids[:1], output_attentions=True).attentions
+_toks = model.tokenizer.convert_ids_to_tokens(batch.clean_ids[0].tolist())
+_result = {{h: {{"attn_pattern": _att[l][0, k].tolist(), "tokens": _toks}} for h, l, k in {heads!r}}}
+"""
+"""The small cell ``--attention`` runs after the run's setup cells: the heads' patterns on the first prompt."""
+
+
+def recompute_attention(s: RunSummary, max_heads: int = 4, sandbox_factory: Any = None) -> list[Figure]:
+    """Re-run the run's setup cells plus :data:`ATTENTION_CELL` in a fresh sandbox; draw each concluded
+    head's attention pattern on the first prompt. Adds the figures to ``s`` (and a note when it fails)."""
+    import shutil
+    import tempfile
+
+    from tools.components import Component, Kind
+
+    heads = [Component.parse(r.component) for r in s.components]
+    heads = [(str(c), c.layer, c.head) for c in heads if c.kind is Kind.HEAD][:max_heads]
+    if not heads or not s.setup_cells:
+        s.notes.append("attention patterns not re-computed: " + ("no concluded head" if not heads else
+                                                                   "the log records no setup cells"))
+        return []
+    if sandbox_factory is None:
+        from agent.replay import default_sandbox
+
+        def sandbox_factory(ws, setup, unsafe):
+            return default_sandbox(ws, setup, unsafe, s.model)
+    ws = Path(tempfile.mkdtemp(prefix="report-attn-"))
+    try:
+        with sandbox_factory(ws, s.setup_cells, False) as sb:
+            res = sb.execute(ATTENTION_CELL.format(heads=heads), timeout=300)
+    finally:
+        shutil.rmtree(ws, ignore_errors=True)
+    res = res if isinstance(res, dict) else res.model_dump(mode="json")
+    if res.get("status") != "ok" or not isinstance(res.get("data"), dict):
+        s.notes.append(f"attention patterns could not be re-computed: {res.get('error_name')}: "
+                       f"{res.get('error_value')}")
+        return []
+    figs = []
+    for name, data in res["data"].items():
+        figs.extend(f.model_copy(update={"title": f"Attention pattern of {name} on the first prompt "
+                                                  "(re-computed from the run's setup cells)"})
+                    for f in figures_from_data({"attn_pattern": data["attn_pattern"], "tokens": data["tokens"]},
+                                               None, name))
+    s.figures = figs + s.figures
+    s.notes = [n for n in s.notes if not n.startswith("No attention pattern was logged")]
+    return figs
