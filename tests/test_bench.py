@@ -218,3 +218,37 @@ def test_ray_executor_smoke(tmp_path):
     res = run_bench(cfg, executor=ray_executor, cell_fn=tiny, progress=False)
     assert sorted(res.ran) == ["t|offline|0|orig", "t|offline|1|orig"]
     assert "0.500 ± 0.707" in res.markdown
+
+
+def _oracle_run(task_name: str, runs: Path) -> Path:
+    """A run whose conclusions are exactly the planted ground truth (clusters by role)."""
+    from evals.zoo import zoo_entry
+
+    truth = zoo_entry(task_name).extra["ground_truth"]
+    run_dir = runs / f"oracle-{uuid.uuid4().hex[:8]}"
+    log = RunLog(run_dir)
+    log.append(RunStartedEvent(run_id=run_dir.name, question="q?", task=task_name, model=task_name,
+                               planner="oracle", seed=0, config={"n_prompts": 16}))
+    for c, role in truth.items():
+        log.append(ConclusionEvent(component=c, role=role, explanation="planted", confidence=1.0))
+    roles: dict[str, list[str]] = {}
+    for c, role in truth.items():
+        if role != "distractor":
+            roles.setdefault(role, []).append(c)
+    for role, members in roles.items():
+        log.append(ClusterEvent(name=role, components=members))
+    log.append(RunFinishedEvent(status="completed"))
+    return run_dir
+
+
+@pytest.mark.parametrize("name", ["planted-induction", "planted-ioi"])
+def test_oracle_on_planted_model_scores_perfect_ground_truth(name, tmp_path):
+    from evals.zoo import list_zoo
+
+    if name not in {e.name for e in list_zoo()}:
+        pytest.skip(f"{name} is not in the zoo in this checkout")
+    s = evaluate_run(_oracle_run(name, tmp_path), n_null=50)["scores"]
+    assert s["gt_f1"] == 1.0 and s["gt_ari"] == pytest.approx(1.0)
+    assert s["rep_f1"] == 1.0  # the task's reference is the ground truth
+    assert s["faith_agent"] is not None and s["faith_agent"] > 0.8  # the planted circuit does the task
+    assert s["ic_auc_agent"] == s["ic_auc_reference"]  # same clustering, same matrix
