@@ -327,7 +327,14 @@ class Sandbox(ABC):
         """
         if not self.started:
             self.start()
-        return self._run(code, timeout or self.limits.cell_timeout_s, store_history=True, recover=True)
+        note = None
+        if not self._alive():  # died between cells (e.g. a background thread called os._exit)
+            note = f"the kernel had died since the previous cell ({self._exit_reason()}); restarted before this cell"
+            self.restart()
+        r = self._run(code, timeout or self.limits.cell_timeout_s, store_history=True, recover=True)
+        if note:
+            r = r.model_copy(update={"restarted": True, "stderr": f"[sandbox] {note}\n" + r.stderr})
+        return r
 
     def _run(self, code: str, timeout: float, store_history: bool, recover: bool) -> ExecutionResult:
         kc = self.kc

@@ -17,7 +17,7 @@ needs_bwrap = pytest.mark.skipif(local_mod.isolation_problem() is not None,
 @pytest.fixture(scope="module")
 def sb(tmp_path_factory):
     ws = tmp_path_factory.mktemp("sbx") / "workspace"
-    limits = SandboxLimits(output_chars=1000, interrupt_grace_s=1.0, memory_gb=4)
+    limits = SandboxLimits(output_chars=1000, interrupt_grace_s=3.0, memory_gb=4)
     with make_sandbox(workspace=ws, setup_code=["SETUP_VALUE = 41", "import json"], limits=limits) as box:
         yield box
 
@@ -111,6 +111,19 @@ def test_death_restarts_and_reruns_setup(sb):
     sb.execute("SETUP_VALUE = 7")
     sb.restart()
     assert sb.restarts == before + 2 and sb.execute("SETUP_VALUE").result == "41"
+
+
+@needs_bwrap
+def test_death_between_cells_restarts_before_the_next(sb):
+    r = sb.execute("import threading, os, time\n"
+                   "threading.Thread(target=lambda: (time.sleep(0.3), os._exit(7)), daemon=True).start()")
+    assert r.status == "ok"
+    import time
+
+    time.sleep(1.5)
+    r = sb.execute("SETUP_VALUE")
+    assert (r.status, r.result, r.restarted) == ("ok", "41", True)  # the innocent cell ran, on a fresh kernel
+    assert "exit code 7" in r.stderr
 
 
 @needs_bwrap

@@ -28,7 +28,7 @@ REPO = Path(local_mod.REPO_ROOT)
 HOST_HOME = Path.home()
 SECRET = f"sk-ant-canary-{uuid.uuid4().hex}"
 LIMITS = SandboxLimits(memory_gb=3, file_size_gb=0.1, processes=128, tmp_mb=64, flood_chars=2_000_000,
-                       output_chars=10_000, interrupt_grace_s=1.0)
+                       output_chars=10_000, interrupt_grace_s=2.0)
 
 
 def alive(sb) -> None:
@@ -410,7 +410,7 @@ def test_background_process_reaped_after_shutdown(tmp_path):
                         f"q = subprocess.Popen(['sh', '-c', 'nohup sleep {token} >/dev/null 2>&1 &'])\n"
                         "q.wait()\nopen('bg.pid', 'w').write(str(p.pid))")
         assert r.status == "ok" and (tmp_path / "ws" / "bg.pid").read_text().isdigit()
-        assert len(_host_pids_with(token)) == 2  # they really run...
+        assert len(_host_pids_with(token)) >= 2  # they really run...
         alive(box)
     deadline = time.monotonic() + 5
     while _host_pids_with(token) and time.monotonic() < deadline:
