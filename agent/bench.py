@@ -164,10 +164,12 @@ def _reference(task: Any, model_ref: str) -> tuple[dict[str, str], dict[str, str
     from evals.ground_truth import circuit_of
 
     ref = circuit_of({e.component: e.role for e in task.reference if not getattr(e, "uncertain", False)})
-    entry = next((e for e in list_zoo() if e.name == source), None)
+    entry = next((e.model_dump() for e in list_zoo() if e.name == source), None)
+    if entry is None and (Path(source) / "zoo.json").is_file():  # a zoo model copied to a path
+        entry = json.loads((Path(source) / "zoo.json").read_text())
     truth = None
-    if entry is not None and entry.kind == "planted":
-        raw = entry.extra.get("ground_truth")
+    if entry is not None and entry.get("kind") == "planted":
+        raw = (entry.get("extra") or {}).get("ground_truth")
         truth = dict(raw) if isinstance(raw, dict) else {e.component: e.role for e in task.reference}
         if mapping is not None and isinstance(raw, dict):
             truth = {mapping.get(c, c): r for c, r in truth.items()}
