@@ -34,8 +34,10 @@ R0     no task effect          no rule fires                                   h
 
 (DLA = direct logit attribution onto answer − wrong; "clean" = the clean metric; "gap" = clean −
 corrupt metric; scores as returned by ``tools.head_scores``; "relevant" = max(|mean-ablation|,
-|zero-ablation|, |patching| effect as a fraction of the gap, |DLA| / clean) ≥ 0.02: an attention pattern alone — e.g. a
-distractor head that attends to the previous token but whose output nothing reads — is not a role.)
+|zero-ablation|, |patching| effect as a fraction of the gap, |DLA| / clean) ≥ 0.005: an attention
+pattern alone — e.g. a distractor head that attends to the previous token but whose output nothing
+reads — is not a role. The bar is low on purpose: one head of a redundant pair has a small effect
+alone (≈1% of the gap on planted-induction), while a head nothing reads has none.)
 
 Turn 3 — each hypothesis is marked ``supported`` or ``refuted`` by its held-out result, and the
 component is concluded with the highest-priority supported role (none supported → "unclear role",
@@ -67,7 +69,7 @@ SCORE_T = 0.40
 ATTN_T = 0.40
 S2_T = 0.30
 HELD_SCORE_T = 0.30
-REL_T = 0.02
+REL_T = 0.005
 SCORE_KEYS = {
     "induction": ("induction",),
     "previous token": ("previous", "prev"),
