@@ -123,8 +123,35 @@ def model_read_paths(model: str | None) -> list[str]:
     return paths
 
 
+def check_model_readable(model: str | None) -> None:
+    """Refuse early, with the fix, when the kernel's (unprivileged) user could not read the model's files.
+
+    ``save_pretrained`` writes weights with mode 0600; the isolated kernel runs as another user.
+    """
+    if not model:
+        return
+    d = Path(model).expanduser()
+    if not d.is_dir():
+        try:
+            from evals.zoo import list_zoo, zoo_path
+
+            if model in {e.name for e in list_zoo()}:
+                d = zoo_path(model)
+        except (ImportError, InterpAgentError):
+            return
+    if not d.is_dir():
+        return
+    bad = [p.name for p in sorted(d.iterdir()) if p.is_file() and not p.stat().st_mode & 0o004]
+    if bad:
+        raise RunError(f"the sandbox cannot read the model files {', '.join(bad)} in {d} (not world-readable; "
+                       "save_pretrained writes weights as 0600)", fix=f"chmod -R a+rX {d}")
+
+
 def default_sandbox_factory(workspace: Path, setup: list[str], cfg: RunConfig) -> Any:
     from sandbox import make_sandbox
+
+    if cfg.sandbox == "local" and not cfg.unsafe_no_isolation:
+        check_model_readable(cfg.model)
 
     opts: dict[str, Any] = {}
     ro = model_read_paths(cfg.model)

@@ -161,3 +161,23 @@ def test_resume_of_finished_run_changes_nothing(tmp_path):
     n = len(read_events(out.run_dir))
     again = resume_run(out.run_dir, sandbox_factory=fake_factory())
     assert again.status == "completed" and len(read_events(out.run_dir)) == n
+
+
+def test_replay_planner_reproduces_calls_and_conclusions(tmp_path):
+    from agent.run import replay_run
+
+    out = start_run(_cfg(tmp_path, circuit=["L1H0", "L0H2"]), sandbox_factory=fake_factory())
+    new_dir = replay_run(out.run_dir, tmp_path / "replayed", sandbox_factory=fake_factory())
+    a, b = read_events(out.run_dir), _check_log(new_dir)
+    assert b[0].planner == "replay"
+    assert [(e.name, e.input) for e in a if e.kind == "tool_call"] == \
+        [(e.name, e.input) for e in b if e.kind == "tool_call"]
+    assert [(e.component, e.role) for e in a if e.kind == "conclusion"] == \
+        [(e.component, e.role) for e in b if e.kind == "conclusion"]
+
+
+def test_localisation_uses_zero_ablation_for_constant_features(tmp_path):
+    sig = {k: dict(v) for k, v in SIGNATURES.items()}
+    sig["L0H3"]["zab"] = 0.4  # invisible to patching (0.01), visible to zero ablation
+    out = start_run(_cfg(tmp_path, max_components=3), sandbox_factory=fake_factory(signatures=sig))
+    assert list(out.conclusions) == ["L1H0", "L0H3", "L0H1"]
