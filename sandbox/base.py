@@ -417,7 +417,7 @@ class Sandbox(ABC):
                     value = json.loads(ast.literal_eval(text))
                     if isinstance(value, dict) and "__sandbox_error__" in value:
                         res["data"] = None
-                        res.setdefault("stderr_note", value["__sandbox_error__"])
+                        self._note(res, value["__sandbox_error__"])
                     else:
                         res["data"] = value
             return
@@ -427,15 +427,29 @@ class Sandbox(ABC):
             if mime in bundle:
                 raw = bundle[mime]
                 payload = base64.b64decode(raw) if mime == "image/png" else str(raw).encode()
-                path = self._save_output(payload, ext)
-                if path is not None:
-                    res["outputs"].append(OutputFile(path=path, mime=mime, bytes=len(payload)))
+                if len(payload) > self.limits.output_file_bytes:
+                    self._note(res, f"a {mime} output of {len(payload)} bytes was dropped "
+                                    f"(limit {self.limits.output_file_bytes}); save it to a file yourself")
+                elif len(res["outputs"]) >= self.limits.output_files:
+                    self._note(res, f"rich outputs beyond {self.limits.output_files} in one cell were dropped")
+                else:
+                    path = self._save_output(payload, ext)
+                    if path is not None:
+                        res["outputs"].append(OutputFile(path=path, mime=mime, bytes=len(payload)))
+                    else:
+                        self._note(res, "a rich output was dropped: outputs/ is not a plain folder")
                 return  # the richest form only (a figure's text/plain is "<Figure ...>")
         if is_result and "text/plain" in bundle:
             text = str(bundle["text/plain"])
             limit = self.limits.output_chars
             res["result"] = text if len(text) <= limit else (
                 text[:limit] + f"\n[... {len(text) - limit} characters of the result truncated ...]")
+
+    @staticmethod
+    def _note(res: dict[str, Any], text: str) -> None:
+        notes = res.setdefault("notes", [])
+        if text not in notes:
+            notes.append(text)
 
     def _save_output(self, payload: bytes, ext: str) -> Path | None:
         """Write a rich output to ``<workspace>/outputs/`` without following any link the kernel planted."""
@@ -480,8 +494,8 @@ class Sandbox(ABC):
         return self._finish(res, out, err, t0)
 
     def _finish(self, res: dict[str, Any], out: _Capped, err: _Capped, t0: float) -> ExecutionResult:
-        note = res.pop("stderr_note", None)
-        stderr = err.text("stderr") + (f"{note}\n" if note else "")
+        notes = res.pop("notes", [])
+        stderr = err.text("stderr") + "".join(f"[sandbox] {n}\n" for n in notes)
         return ExecutionResult(stdout=out.text("stdout"), stderr=stderr, duration_s=time.monotonic() - t0,
                                truncated=bool(out.cut or err.cut) or "truncated ..." in (res.get("result") or ""),
                                **res)

@@ -52,6 +52,11 @@ class SandboxLimits(BaseModel):
     """Characters of stdout (and, separately, stderr) kept per cell; the rest is cut with a marker."""
     flood_chars: int = Field(20_000_000, ge=1000)
     """Output (characters) after which a cell is interrupted as a flood."""
+    output_file_bytes: int = Field(32 * MiB, ge=1024)
+    """Largest rich output (PNG/SVG/HTML) the host saves; bigger ones are dropped with a note in stderr
+    (the host writes them, so the kernel's file-size limit does not apply)."""
+    output_files: int = Field(64, ge=1)
+    """Most rich outputs saved per cell; the rest are dropped with a note."""
     result_bytes: int = Field(4 * MiB, ge=1024)
     """Largest JSON ``_result`` accepted, in bytes."""
     cpus: float | None = Field(None, gt=0)

@@ -28,7 +28,7 @@ REPO = Path(local_mod.REPO_ROOT)
 HOST_HOME = Path.home()
 SECRET = f"sk-ant-canary-{uuid.uuid4().hex}"
 LIMITS = SandboxLimits(memory_gb=3, file_size_gb=0.1, processes=128, tmp_mb=64, flood_chars=2_000_000,
-                       output_chars=10_000, interrupt_grace_s=2.0)
+                       output_chars=10_000, output_file_bytes=1 << 20, output_files=8, interrupt_grace_s=2.0)
 
 
 def alive(sb) -> None:
@@ -260,6 +260,17 @@ def test_socket_files_swapped_for_links_to_a_host_socket(sb):
         os.unlink(evil)
         os.rmdir(evil_dir)
     assert sb.kc.shell_channel.socket.getsockopt(__import__("zmq").RECONNECT_IVL) == -1
+    alive(sb)
+
+
+def test_rich_output_flood_is_capped_on_the_host(sb):
+    """The host writes rich outputs itself (no RLIMIT_FSIZE there): their size and number are capped."""
+    r = run(sb, "from IPython.display import HTML, display\n"
+                "display(HTML('<p>' + 'x' * (2 << 20) + '</p>'))\n"
+                "for i in range(50):\n    display(HTML(f'<i>{i}</i>'))")
+    assert r.status == "ok" and len(r.outputs) == LIMITS.output_files
+    assert all(o.bytes < LIMITS.output_file_bytes for o in r.outputs)
+    assert "dropped (limit 1048576)" in r.stderr and "beyond 8 in one cell" in r.stderr
     alive(sb)
 
 
