@@ -34,6 +34,8 @@ COMMAND_MODULES: list[str] = [
     "agent.commands.report",
     "agent.commands.investigate",
     "agent.commands.eval",
+    "agent.commands.tasks",
+    "agent.commands.zoo",
 ]
 
 console = Console()
