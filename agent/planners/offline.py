@@ -17,8 +17,9 @@ none → "no task effect"), each with a prediction tested on HELD-OUT prompts (a
 rule   role                    fires when (main prompts)                       prediction tested on held-out prompts
 =====  ======================  ==============================================  ===============================================
 R1     negative mover          DLA ≤ −0.10 × clean metric                      held-out DLA ≤ −0.05 × clean
-R2     name mover              head; task has IO; DLA ≥ 0.20 × clean and       held-out DLA ≥ 0.10 × clean and attention on
-                               attention END→IO ≥ 0.40                         IO ≥ 0.30
+R2     name mover              head; task has IO; DLA ≥ 0.20 × clean;          held-out DLA ≥ 0.10 × clean, attention on IO
+                               attention END→IO ≥ 0.20 and ≥ 2× its attention  ≥ 0.15 and ≥ 2× on S1/S2
+                               on the other names (S1, S2)
 R3     induction               head; relevant; induction score ≥ 0.40          score ≥ 0.30 on fresh random sequences (seed 1)
 R4     previous token          head; relevant; previous-token score ≥ 0.40     score ≥ 0.30 on fresh random sequences (seed 1)
 R5     duplicate token         head; relevant; duplicate-token score ≥ 0.40    score ≥ 0.30 on fresh random sequences (seed 1)
@@ -66,7 +67,7 @@ DLA_T = 0.20
 NEG_T = -0.10
 ABL_T = 0.10
 SCORE_T = 0.40
-ATTN_T = 0.40
+ATTN_T = 0.20
 S2_T = 0.30
 HELD_SCORE_T = 0.30
 REL_T = 0.005
@@ -203,6 +204,15 @@ def attn_frac(data: Any, role: str) -> float | None:
     return None
 
 
+def io_pref(data: Any) -> float | None:
+    """Attention on IO over the largest attention on another name (S1, S2): how selectively a head reads IO."""
+    io = attn_frac(data, "IO")
+    if io is None:
+        return None
+    others = [v for v in (attn_frac(data, "S1"), attn_frac(data, "S2")) if v is not None]
+    return io / max(max(others, default=0.0), 1e-3)
+
+
 def head_score(data: Any, comp: str, which: str) -> float | None:
     """One of the head scores (``induction``, ``previous token``, ``duplicate token``, ``copying``)."""
     if not isinstance(data, dict):
@@ -249,10 +259,10 @@ def propose(comp: str, roles: list[str], obs: Obs) -> list[Hyp]:
         out.append(Hyp("R1", "negative mover", f"{comp} writes against the answer (DLA {f(dla)} of clean)",
                        "held-out DLA <= -0.05 x clean", ["logit_attribution:heldout"]))
     io = attn_frac(att, "IO") if head and "IO" in roles else None
-    if dla is not None and io is not None and dla >= DLA_T and io >= ATTN_T:
+    if dla is not None and io is not None and dla >= DLA_T and io >= ATTN_T and (io_pref(att) or 0) >= 2.0:
         out.append(Hyp("R2", "name mover", f"{comp} attends from END to IO ({io:.2f}) and writes the IO name "
                        f"into the answer logit (DLA {f(dla)} of clean)",
-                       "held-out DLA >= 0.10 x clean and attention on IO >= 0.30",
+                       "held-out DLA >= 0.10 x clean, attention on IO >= 0.15 and >= 2x that on S1/S2",
                        ["logit_attribution:heldout", "attention:heldout"]))
     zab = effect(r.get("ablate_zero:main"))
     rel = max((abs(v) for v in (abl, pat, dla, zab) if v is not None), default=0.0)
@@ -299,7 +309,8 @@ def check(h: Hyp, comp: str, obs: Obs) -> tuple[bool, float]:
         checks.append((dla_frac(r.get("logit_attribution:heldout"), comp), -0.05, "le"))
     elif h.rule == "R2":
         checks.append((dla_frac(r.get("logit_attribution:heldout"), comp), 0.10, "ge"))
-        checks.append((attn_frac(r.get("attention:heldout"), "IO"), 0.30, "ge"))
+        checks.append((attn_frac(r.get("attention:heldout"), "IO"), 0.15, "ge"))
+        checks.append((io_pref(r.get("attention:heldout")), 2.0, "ge"))
     elif h.rule in ("R3", "R4", "R5"):
         checks.append((head_score(r.get("head_scores:1"), comp, h.role), HELD_SCORE_T, "ge"))
     elif h.rule == "R6":
