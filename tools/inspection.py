@@ -147,6 +147,15 @@ def direct_logit_attribution(model: Model, batch: TaskBatch, components=None,
     linearised with its scale frozen from the clean run (LayerNorm: centre, divide by the clean σ,
     times γ; RMSNorm: divide by the clean rms, times γ): contributions of EMB, every ATTN and MLP and
     the norm's bias then sum exactly to the metric (tested). Returns mean over the batch.
+
+    >>> import torch
+    >>> from tools.tiny import tiny_config
+    >>> from transformers import AutoModelForCausalLM
+    >>> m = Model.from_hf(AutoModelForCausalLM.from_config(tiny_config("llama")))
+    >>> b = TaskBatch(clean_ids=torch.tensor([[5, 6, 7]]), answer_ids=torch.tensor([10]),
+    ...               wrong_ids=torch.tensor([11]))
+    >>> sorted(str(c) for c in direct_logit_attribution(m, b, ["MLP1", "L1H0", "EMB"]))
+    ['EMB', 'L1H0', 'MLP1']
     """
     ids = _ids(batch, model)
     comps = model.components("writers") if components is None else [model.check(c) for c in components]

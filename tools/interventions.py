@@ -279,6 +279,14 @@ def patch(model: Model, batch: TaskBatch, components, positions: Positions = Non
 
     ``clean_to_corrupt`` runs the corrupt prompts with the clean activations (denoising);
     ``corrupt_to_clean`` runs the clean prompts with corrupt activations (noising).
+
+    >>> import torch
+    >>> from tools.tiny import tiny_config
+    >>> from transformers import AutoModelForCausalLM
+    >>> m = Model.from_hf(AutoModelForCausalLM.from_config(tiny_config("neox")))
+    >>> b = TaskBatch(clean_ids=torch.tensor([[5, 6, 7]]), corrupt_ids=torch.tensor([[5, 9, 7]]))
+    >>> torch.allclose(patch(m, b, ["resid_pre1"], positions=[1, 2]), m(b.clean_ids), atol=1e-5)
+    True
     """
     src, tgt = _pair(model, batch, direction)
     comps = _comps(model, components)
@@ -327,6 +335,16 @@ def attribution_patching(model: Model, batch: TaskBatch, metric: str | Metric = 
 
     Two forwards (source, target) and one backward, for all components at once. Exact where the metric
     is linear in the component (tested on a model with the final norm removed and the last MLP zeroed).
+
+    >>> import torch
+    >>> from tools.tiny import tiny_config
+    >>> from transformers import AutoModelForCausalLM
+    >>> m = Model.from_hf(AutoModelForCausalLM.from_config(tiny_config("gpt2")))
+    >>> b = TaskBatch(clean_ids=torch.tensor([[5, 6, 7]]), corrupt_ids=torch.tensor([[5, 9, 7]]),
+    ...               answer_ids=torch.tensor([10]), wrong_ids=torch.tensor([11]))
+    >>> est = attribution_patching(m, b, "logit_diff", components="heads")
+    >>> len(est), est[Component.parse("L0H0")] == 0.0
+    (8, False)
     """
     metric = get_metric(metric)
     src, tgt = _pair(model, batch, direction)
@@ -369,6 +387,14 @@ def path_patch(model: Model, batch: TaskBatch, sender: str | Component, receiver
     all three), ``ATTN{l}`` (every head of the layer), ``MLP{l}`` (its input; ``resid`` only),
     ``resid_pre{l}``/``resid_post{l}`` (the residual stream itself; ``resid`` only). In grouped-query
     models a key/value is shared by a KV group: patching k/v needs the whole group among the receivers.
+
+    >>> import torch
+    >>> from tools.tiny import tiny_config
+    >>> from transformers import AutoModelForCausalLM
+    >>> m = Model.from_hf(AutoModelForCausalLM.from_config(tiny_config("gpt2")))
+    >>> b = TaskBatch(clean_ids=torch.tensor([[5, 6, 7]]), corrupt_ids=torch.tensor([[5, 9, 7]]))
+    >>> path_patch(m, b, "L0H1", ["L1H0", "L1H3"], receiver_input="k").shape
+    torch.Size([1, 3, 64])
     """
     clean, corrupt = _pair(model, batch, "clean_to_corrupt")
     sender = model.check(sender)

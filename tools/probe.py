@@ -46,7 +46,17 @@ def _pos_index(position: int | str | torch.Tensor, batch, B: int, T: int) -> tor
 
 def activations(model, ids: torch.Tensor | TaskBatch, site: str | Component,
                 position: int | str | torch.Tensor = -1) -> torch.Tensor:
-    """``[B, d_model]``: the output of ``site`` at ``position`` (int, role name or ``[B]`` indices)."""
+    """``[B, d_model]``: the output of ``site`` at ``position`` (int, role name or ``[B]`` indices).
+
+    >>> import torch
+    >>> from tools.tiny import tiny_config
+    >>> from transformers import AutoModelForCausalLM
+    >>> from tools.model import Model
+    >>> m = Model.from_hf(AutoModelForCausalLM.from_config(tiny_config("gpt2")))
+    >>> b = TaskBatch(clean_ids=torch.tensor([[5, 6, 7], [8, 9, 10]]), positions={"S1": torch.tensor([0, 1])})
+    >>> activations(m, b, "L0H2", position="S1").shape
+    torch.Size([2, 64])
+    """
     c = model.check(site)
     x = _ids(ids, model)
     B, T = x.shape
@@ -119,7 +129,17 @@ def train_probe(model, ids_or_batch: torch.Tensor | TaskBatch, site: str | Compo
 
 def diff_of_means_vector(model, ids_a: torch.Tensor | TaskBatch, ids_b: torch.Tensor | TaskBatch,
                          site: str | Component, position: int | str | torch.Tensor = -1) -> torch.Tensor:
-    """``mean(act(a)) - mean(act(b))`` at ``site`` and ``position``: a ``[d_model]`` steering vector."""
+    """``mean(act(a)) - mean(act(b))`` at ``site`` and ``position``: a ``[d_model]`` steering vector.
+
+    >>> import torch
+    >>> from tools.tiny import tiny_config
+    >>> from transformers import AutoModelForCausalLM
+    >>> from tools.model import Model
+    >>> m = Model.from_hf(AutoModelForCausalLM.from_config(tiny_config("gpt2")))
+    >>> ids = torch.tensor([[5, 6, 7]])
+    >>> float(diff_of_means_vector(m, ids, ids, "MLP0").abs().max())
+    0.0
+    """
     return activations(model, ids_a, site, position).mean(0) - activations(model, ids_b, site, position).mean(0)
 
 
