@@ -83,3 +83,11 @@ def test_diff_of_means(model: Model) -> None:
     b = torch.randint(34, 64, (30, 4), generator=torch.Generator().manual_seed(6))
     d = diff_of_means_vector(m, a, b, "EMB", position=-1)
     assert float(torch.nn.functional.cosine_similarity(d, v, dim=0)) > 0.95
+
+
+def test_multiclass_probe_with_many_rare_classes(models) -> None:
+    m = models["gpt2"]
+    ids = torch.randint(4, 64, (24, 3), generator=torch.Generator().manual_seed(8))
+    labels = ids[:, -1] % 11  # 11 classes, some with 1 example: stratification impossible
+    r = train_probe(m, ids, "EMB", labels)
+    assert r.n_train + r.n_test == 24 and len(r.coef) > 2 and 0.0 <= r.test_accuracy <= 1.0

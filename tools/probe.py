@@ -115,8 +115,13 @@ def train_probe(model, ids_or_batch: torch.Tensor | TaskBatch, site: str | Compo
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
         raise InterventionError("labels have a single class", fix="give prompts of at least two classes")
-    strat = y if counts.min() >= 2 else None
-    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=test_frac, random_state=seed, stratify=strat)
+    try:  # stratify when every class can appear on both sides; else a plain seeded split
+        Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=test_frac, random_state=seed,
+                                              stratify=y if counts.min() >= 2 else None)
+    except ValueError:
+        Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=test_frac, random_state=seed)
+    if len(np.unique(ytr)) < 2:
+        raise InterventionError("the training split has a single class", fix="give more prompts per class")
     clf = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(Xtr, ytr)
     w = clf.coef_
     d = w[0] / (np.linalg.norm(w[0]) or 1.0)
