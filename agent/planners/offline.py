@@ -29,7 +29,9 @@ R6     S-inhibition            head; task has S2; attention END→S2 ≥ 0.30,  
 R7     mover / direct writer   DLA ≥ 0.20 × clean (heads: "mover"; MLPs:       held-out DLA ≥ 0.10 × clean
                                "direct MLP")
 R8     indirect contributor    ablation or patching effect ≥ 0.10 of the gap,  held-out max(ablation, patching) effect ≥ 0.05
-                               |DLA| < 0.10 × clean (MLPs: "indirect MLP")
+                               |DLA| < 0.10 × clean (MLPs: "indirect MLP");    (+ path patching into the later direct writers
+                               label "indirect contributor: q-composition"     already concluded, q/k/v: says which input
+                               etc. when one path carries ≥ 0.05 of the gap    carries the effect)
 R0     no task effect          no rule fires                                   held-out max |ablation|, |patching| < 0.10
 =====  ======================  ==============================================  ===============================================
 
@@ -105,6 +107,8 @@ class Obs:
 def _key(name: str, inp: dict[str, Any]) -> str:
     if name == "head_scores":
         return f"head_scores:{inp.get('seed', 0)}"
+    if name == "path_patch":
+        return f"path_patch:{(inp.get('receivers') or ['?'])[0]}:{inp.get('receiver_input', 'resid')}"
     if name == "ablate" and inp.get("method", "mean") != "mean":
         return f"ablate_{inp.get('method')}:{inp.get('prompts', 'main')}"
     return f"{name}:{inp.get('prompts', 'main')}"
@@ -241,8 +245,34 @@ def effect(data: Any) -> float | None:
 # ---------------------------------------------------------------------------------------------- rules
 
 
-def propose(comp: str, roles: list[str], obs: Obs) -> list[Hyp]:
-    """The rules of the module docstring, applied to the battery's results (main prompts)."""
+DIRECT_ROLES = ("name mover", "mover", "negative mover", "direct MLP", "induction")
+
+
+def downstream(comp: str, concluded: str) -> list[str]:
+    """Already-concluded direct writers in later layers (from the brief's ``ALREADY CONCLUDED`` line), ≤ 2.
+
+    >>> downstream("L0H1", "L1H1 = name mover; MLP0 = indirect MLP; L1H0 = mover; L2H0 = induction")
+    ['L1H1', 'L1H0']
+    """
+    c = Component.parse(comp)
+    out = []
+    for part in concluded.split(";"):
+        name, _, role = part.partition(" = ")
+        try:
+            r = Component.parse(name.strip())
+        except ValueError:
+            continue
+        if role.strip() in DIRECT_ROLES and r.layer > c.layer and r.kind in (Kind.HEAD, Kind.MLP):
+            out.append(str(r))
+    return out[:2]
+
+
+def propose(comp: str, roles: list[str], obs: Obs, receivers: list[str] | None = None) -> list[Hyp]:
+    """The rules of the module docstring, applied to the battery's results (main prompts).
+
+    ``receivers``: later direct writers; an indirect contributor's path into each (q/k/v for heads)
+    is measured by path patching, to say which input its effect flows through.
+    """
     c = Component.parse(comp)
     head = c.kind is Kind.HEAD
     r = obs.results
@@ -290,7 +320,9 @@ def propose(comp: str, roles: list[str], obs: Obs) -> list[Hyp]:
         role = "indirect contributor" if head else "indirect MLP"
         out.append(Hyp("R8", role, f"{comp} matters (ablation {f(abl)}, patching {f(pat)} of gap) only through "
                        "later components (small direct effect)",
-                       "held-out max(ablation, patching) effect >= 0.05 of gap", ["ablate:heldout", "patch:heldout"]))
+                       "held-out max(ablation, patching) effect >= 0.05 of gap", ["ablate:heldout", "patch:heldout"]
+                       + [f"path_patch:{rc}:{i}" for rc in receivers or []
+                          for i in (("q", "k", "v") if Component.parse(rc).kind is Kind.HEAD else ("resid",))]))
     out = out[:3]
     if not out:
         out.append(Hyp("R0", "no task effect", f"{comp} has no effect on this task (ablation {f(abl)} of gap, "
@@ -358,7 +390,7 @@ class OfflineBackend:
         turn = obs.turns
         if turn == 0:
             return self._tools(comp, turn, self._battery(comp))
-        hyps = propose(comp, roles, obs)
+        hyps = propose(comp, roles, obs, downstream(comp, brief.get("ALREADY CONCLUDED", "")))
         if turn == 1:
             calls: list[tuple[str, dict[str, Any]]] = []
             for i, h in enumerate(hyps, 1):
@@ -394,6 +426,19 @@ class OfflineBackend:
             expl = (f"{h.statement}. Prediction on held-out prompts ({h.prediction}) held. "
                     f"Rule {h.rule} of the offline planner.")
             ev = h.evidence + [obs.seqs[t] for t in h.tests if t in obs.seqs]
+            paths = {t: effect(obs.results.get(t)) for t in h.tests if t.startswith("path_patch:")}
+            paths = {t: v for t, v in paths.items() if v is not None}
+            if paths:
+                top = max(paths, key=lambda t: paths[t])
+                _, recv, inp = top.split(":")
+                if paths[top] >= 0.05:
+                    role = f"{h.role}: {inp}-composition" if inp != "resid" else role
+                    expl += (f" Path patching: its effect flows mostly through {recv}'s {inp} input "
+                             f"({paths[top]:+.2f} of the gap; " + ", ".join(
+                                 f"{t.split(':', 1)[1]} {v:+.2f}" for t, v in paths.items()) + ").")
+                else:
+                    expl += f" Path patching into {', '.join(sorted({t.split(':')[1] for t in paths}))} shows " \
+                            "no single input carrying its effect (all < 0.05 of the gap)."
         calls.append(("conclude_component", {"component": comp, "role": role, "explanation": expl,
                                              "confidence": conf, "evidence": ev}))
         return self._tools(comp, turn, calls)
@@ -422,6 +467,9 @@ class OfflineBackend:
             return name, {"components": [comp], "method": "mean", "prompts": arg}
         if name == "attention":
             return name, {"head": comp, "prompts": arg}
+        if name == "path_patch":
+            recv, _, inp = arg.partition(":")
+            return name, {"sender": comp, "receivers": [recv], "receiver_input": inp}
         return name, {"components": [comp], "prompts": arg}
 
     def _tools(self, comp: str, turn: int, calls: list[tuple[str, dict[str, Any]]]) -> LLMResponse:
