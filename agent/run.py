@@ -19,10 +19,11 @@ True
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
-from collections.abc import Callable
-from contextlib import closing
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,6 +47,7 @@ from agent.paths import runs_dir
 from tools.errors import InterpAgentError
 
 CHECKPOINTS = "checkpoints.sqlite"
+LOCK = "run.lock"
 
 
 class RunError(InterpAgentError):
@@ -187,6 +189,48 @@ def _check_setup(sb: Any) -> str | None:
     return data.get("fingerprint") if isinstance(data, dict) else None
 
 
+# ---------------------------------------------------------------------------------------------- locking
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/run.lock`` (an advisory ``flock``) while a process writes the run.
+
+    The kernel releases it when the process dies, even by ``kill -9``, so ``resume`` can tell a run that
+    is still being written (refused) from one that was interrupted.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    f = open(run_dir / LOCK, "a+")  # noqa: SIM115 - closed in finally
+    try:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip() or "?"
+            raise RunError(f"run {run_dir.name} is being written by another process (pid {pid})",
+                           fix="wait for it to finish (interp-agent status RUN), or stop it and then resume") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+    finally:
+        f.close()
+
+
+def is_running(run_dir: Path) -> bool:
+    """True while another process holds the run's lock."""
+    p = run_dir / LOCK
+    if not p.exists():
+        return False
+    with open(p) as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
+
+
 # ---------------------------------------------------------------------------------------------- running
 
 
@@ -250,6 +294,12 @@ def start_run(cfg: RunConfig, *, sandbox_factory: SandboxFactory | None = None,
     if (run_dir / "events.jsonl").exists():
         raise RunError(f"run {run_id} already exists at {run_dir}", fix=f"resume it: interp-agent resume {run_dir}")
     setup = setup_cells(fr.model, fr.task, cfg.n_prompts, cfg.seed, threads=cfg.kernel_threads)
+    with run_lock(run_dir):
+        return _start_locked(cfg, fr, backend, run_id, run_dir, setup, sandbox_factory, on_progress, on_started)
+
+
+def _start_locked(cfg: RunConfig, fr: Any, backend: Any, run_id: str, run_dir: Path, setup: list[str],
+                  sandbox_factory: SandboxFactory | None, on_progress: Any, on_started: Any) -> RunOutcome:
     factory = sandbox_factory or default_sandbox_factory
     workspace = run_dir / "workspace"
     workspace.mkdir(parents=True, exist_ok=True)
@@ -285,11 +335,18 @@ def _outcome(run_dir: Path, run_id: str, state: dict[str, Any]) -> RunOutcome:
 def resume_run(run: str | Path, *, out: str | Path | None = None, sandbox_factory: SandboxFactory | None = None,
                on_progress: Callable[[dict[str, Any]], None] | None = None) -> RunOutcome:
     """Continue a run from its last checkpoint (no event lost or duplicated); a finished run is left as is."""
+
+
+    run_dir = resolve_run(run, out)
+    with run_lock(run_dir):
+        return _resume_locked(run_dir, sandbox_factory, on_progress)
+
+
+def _resume_locked(run_dir: Path, sandbox_factory: SandboxFactory | None, on_progress: Any) -> RunOutcome:
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     from agent.graph import build_graph
 
-    run_dir = resolve_run(run, out)
     log = RunLog.open_existing(run_dir)
     events = log.events()
     started = run_started(events)
@@ -369,7 +426,7 @@ def run_status(run: str | Path, out: str | Path | None = None) -> dict[str, Any]
         "task": started.task if started else None,
         "model": started.model if started else None,
         "planner": started.planner if started else None,
-        "state": fin.status if fin else "running or interrupted",
+        "state": fin.status if fin else ("running" if is_running(run_dir) else "interrupted"),
         "events": len(events),
         "components": {c: (concl[c].role if c in concl else "pending") for c in comps},
         "done": sum(1 for c in comps if c in concl),
