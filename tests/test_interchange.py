@@ -81,8 +81,11 @@ def test_batched_variants_equal_one_forward_each(twin_model, twin_batch):
     from tools.metrics import logit_diff
 
     zero = torch.zeros(twin_batch.size, twin_batch.seq_len, twin_model.d_model)
-    variants = [{}, {Component.parse("L1H0"): zero}, {Component.parse("MLP0"): zero, Component.parse("L0H1"): zero}]
-    batched = run_variants(twin_model, twin_batch, variants, "logit_diff", max_rows=3 * twin_batch.size)
+    other = torch.randn(twin_batch.size, twin_batch.seq_len, twin_model.d_model)
+    h, mlp, h2 = Component.parse("L1H0"), Component.parse("MLP0"), Component.parse("L0H1")
+    # L1H0 gets the same tensor in chunks 1-3 (merged into one edit), then another one in chunk 4
+    variants = [{}, {h: zero}, {h: zero, mlp: zero}, {h: zero, h2: other}, {h: other}, {mlp: zero, h2: zero}]
+    batched = run_variants(twin_model, twin_batch, variants, "logit_diff", max_rows=5 * twin_batch.size)
     single = [float(logit_diff(run_with_interventions(twin_model, twin_batch.clean_ids, v), twin_batch))
               for v in variants]
     assert batched == pytest.approx(single, abs=1e-5)
