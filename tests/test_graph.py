@@ -181,3 +181,13 @@ def test_localisation_uses_zero_ablation_for_constant_features(tmp_path):
     sig["L0H3"]["zab"] = 0.4  # invisible to patching (0.01), visible to zero ablation
     out = start_run(_cfg(tmp_path, max_components=3), sandbox_factory=fake_factory(signatures=sig))
     assert list(out.conclusions) == ["L1H0", "L0H3", "L0H1"]
+
+
+def test_wall_time_budget_stops_the_run(tmp_path):
+    out = start_run(_cfg(tmp_path, circuit=["L1H0", "L0H1"], budget=Budget(max_wall_s=1e-6)),
+                    sandbox_factory=fake_factory())
+    assert out.status == "budget"
+    events = _check_log(out.run_dir)
+    assert not any(e.kind == "llm_request" for e in events)
+    assert {c["inconclusive_reason"] for c in out.conclusions.values()} == {"budget"}
+    assert [e.limit_hit for e in events if e.kind == "budget" and e.component] == ["wall_s", "wall_s"]
