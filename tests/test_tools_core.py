@@ -188,3 +188,21 @@ def test_attribution_equals_exact_on_linear_sites(model: Model, batch: TaskBatch
     approx = attribution_patching(model, batch, logit_diff, components=["L0H0", "L0H1", "MLP0"])
     scale = max(abs(v) for v in exact.values())
     assert any(abs(approx[c] - exact[c]) > 1e-3 * scale for c in exact)
+
+
+def test_hooks_always_removed_and_early_stop(model: Model, batch: TaskBatch) -> None:
+    from tools.hooks import Capture, Edit, StopForward, hooked
+
+    store: dict = {}
+    with pytest.raises(StopForward), hooked(model, captures=[Capture("z", 0, store), Capture("mlp_out", 1, store)],
+                                            stop_after=("z", 0)):
+        model.hf(input_ids=batch.clean_ids)
+    assert ("z", 0) in store and ("mlp_out", 1) not in store  # layer 1 never ran
+
+    def boom(x):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError), hooked(model, edits=[Edit("mlp_out", 0, boom)]):
+        model.hf(input_ids=batch.clean_ids)
+    n = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.hf.modules())
+    assert n == 0

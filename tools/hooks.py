@@ -134,9 +134,31 @@ def _store(c: Capture, t: torch.Tensor) -> None:
     c.store[key] = t.detach() if (c.detach and not c.retain_grad) else t
 
 
+_ORDER = {"emb": 0, "resid_pre": 1, "qkv": 2, "q": 2, "k": 2, "v": 2, "z": 3, "attn_out": 4, "pattern": 5,
+          "mlp_in": 6, "mlp_out": 7, "resid_post": 8}
+
+
+def last_site(sites) -> tuple[str, int]:
+    """The ``(site, layer)`` reached last in a forward pass (for stopping a capture-only run early).
+
+    >>> last_site([("mlp_out", 0), ("z", 1), ("emb", -1)])
+    ('z', 1)
+    """
+    return max(sites, key=lambda s: (s[1], _ORDER[s[0]]) if s[0] != "emb" else (-1, 0))
+
+
+class StopForward(Exception):
+    """Raised by a hook to end a forward early once everything needed has been captured."""
+
+
 @contextmanager
-def hooked(model: Model, edits: list[Edit] = (), captures: list[Capture] = ()) -> Iterator[None]:
-    """Register the hooks for ``edits`` and ``captures`` for the duration of the block; always unhook."""
+def hooked(model: Model, edits: list[Edit] = (), captures: list[Capture] = (),
+           stop_after: tuple[str, int] | None = None) -> Iterator[None]:
+    """Register the hooks for ``edits`` and ``captures`` for the duration of the block; always unhook.
+
+    With ``stop_after=(site, layer)`` the forward raises :class:`StopForward` right after that site's
+    captures (catch it: the rest of the model is not run, so there are no logits).
+    """
     by_site: dict[tuple[str, int], tuple[list[Edit], list[Capture]]] = defaultdict(lambda: ([], []))
     for e in edits:
         by_site[(e.site, e.layer)][0].append(e)
@@ -150,10 +172,21 @@ def hooked(model: Model, edits: list[Edit] = (), captures: list[Capture] = ()) -
                 handles.append(mod.register_forward_pre_hook(_pre_hook(eds, caps), with_kwargs=True))
             else:
                 handles.append(mod.register_forward_hook(_fwd_hook(site, eds, caps), with_kwargs=True))
+        if stop_after is not None:
+            site, layer = stop_after
+            mod = _module_for(model, site, layer)
+            if site in PRE_SITES:
+                handles.append(mod.register_forward_pre_hook(_raise_stop))
+            else:
+                handles.append(mod.register_forward_hook(_raise_stop))
         yield
     finally:
         for h in handles:
             h.remove()
+
+
+def _raise_stop(*_args):
+    raise StopForward
 
 
 def _pre_hook(eds: list[Edit], caps: list[Capture]):

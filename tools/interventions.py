@@ -33,7 +33,7 @@ import torch
 from tools.batch import TaskBatch
 from tools.components import Component, Kind
 from tools.errors import BatchError, ComponentError, InterventionError
-from tools.hooks import Capture, Edit, hooked
+from tools.hooks import Capture, Edit, StopForward, hooked, last_site
 from tools.metrics import Metric, get_metric
 from tools.model import Model
 
@@ -124,12 +124,20 @@ def _take(model: Model, store: dict, c: Component) -> torch.Tensor:
 
 
 def _capture(model: Model, ids: torch.Tensor, comps: Iterable[Component], edits: list[Edit] = (),
-             grad: bool = False, extra: list[Capture] = ()) -> tuple[torch.Tensor, dict]:
+             grad: bool = False, extra: list[Capture] = (), early_stop: bool = False
+             ) -> tuple[torch.Tensor | None, dict]:
+    """Run once capturing ``comps``' sites. ``early_stop``: skip the layers after the last site
+    (no logits then)."""
     store: dict = {}
     sites = {_site(c) for c in comps}
     caps = [Capture(s, layer, store, retain_grad=grad) for s, layer in sites] + list(extra)
-    with hooked(model, edits=list(edits), captures=caps), torch.set_grad_enabled(grad):
-        logits = model.hf(input_ids=ids, use_cache=False).logits
+    stop = last_site(sites | {(c.site, c.layer) for c in extra}) if early_stop and (sites or extra) else None
+    logits = None
+    try:
+        with hooked(model, edits=list(edits), captures=caps, stop_after=stop), torch.set_grad_enabled(grad):
+            logits = model.hf(input_ids=ids, use_cache=False).logits
+    except StopForward:
+        pass
     return logits, store
 
 
@@ -237,7 +245,7 @@ def _reference_values(model: Model, comps: list[Component], method: str, ids: to
     if ref.shape[1] != T:
         raise BatchError(f"reference prompts have length {ref.shape[1]}, the batch {T}",
                          fix="use a reference batch from the same task template (same token length)")
-    _, store = _capture(model, ref, comps)
+    _, store = _capture(model, ref, comps, early_stop=True)
     fns: dict[Component, Callable] = {}
     g = torch.Generator().manual_seed(seed)
     pick = torch.randint(0, ref.shape[0], (B,), generator=g).to(model.device)
@@ -291,7 +299,7 @@ def patch(model: Model, batch: TaskBatch, components, positions: Positions = Non
     src, tgt = _pair(model, batch, direction)
     comps = _comps(model, components)
     mask = position_mask(positions, batch, model.device)
-    _, store = _capture(model, src, comps)
+    _, store = _capture(model, src, comps, early_stop=True)
     edits = [_edit(model, c, (lambda v: (lambda cur: v))(_take(model, store, c)), z=True, mask=mask)
              for c in comps]
     with hooked(model, edits=edits), torch.no_grad():
@@ -312,7 +320,7 @@ def patching_sweep(model: Model, batch: TaskBatch, metric: str | Metric = "logit
     comps = _comps(model, components)
     B, T = tgt.shape
     mask = position_mask(positions, batch, model.device)
-    _, store = _capture(model, src, comps)
+    _, store = _capture(model, src, comps, early_stop=True)
     with torch.no_grad():
         base = float(metric(model.hf(input_ids=tgt, use_cache=False).logits, batch))
     k = max(1, min(len(comps), max_tokens // max(1, B * T)))
@@ -350,7 +358,7 @@ def attribution_patching(model: Model, batch: TaskBatch, metric: str | Metric = 
     src, tgt = _pair(model, batch, direction)
     comps = _comps(model, components)
     mask = position_mask(positions, batch, model.device)
-    _, src_store = _capture(model, src, comps)
+    _, src_store = _capture(model, src, comps, early_stop=True)
     # Make the graph start at the embedding output, so only activation gradients are computed.
     leaf = Edit("emb", -1, lambda x: x.detach().requires_grad_(True))
     logits, tgt_store = _capture(model, tgt, comps, edits=[leaf], grad=True)
@@ -440,7 +448,7 @@ def path_patch(model: Model, batch: TaskBatch, sender: str | Component, receiver
     heads = model.components("heads")
     mlps = model.components("mlps") if freeze_mlps else []
     _, clean_store = _capture(model, clean, heads + mlps)
-    _, corrupt_store = _capture(model, corrupt, [sender])
+    _, corrupt_store = _capture(model, corrupt, [sender], early_stop=True)
     const = lambda v: (lambda cur: v)  # noqa: E731
     frozen = [c for c in heads if not (c == sender or (sender.kind is Kind.ATTN and c.layer == sender.layer))]
     edits = [_edit(model, c, const(_take(model, clean_store, c)), z=True) for c in frozen + mlps]
