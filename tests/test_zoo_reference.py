@@ -1,0 +1,91 @@
+"""Re-check the key evidence behind the trained zoo models' reference circuits (source: project analysis).
+
+The references were written by ``python -m evals.zoo.analysis NAME --write``; these tests recompute the
+defining measurements with ``tools`` on a fresh batch (another seed), so a reference that stops being
+true (a retrained model, a changed task) fails here.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from evals.tasks import load_task
+from evals.zoo import list_zoo, load_zoo_model
+from evals.zoo.analysis import complement_kept
+from tools import Component, ablate, attention_patterns, direct_logit_attribution, head_scores
+
+TRAINED = [e.name for e in list_zoo() if e.kind == "trained" and load_task(e.task).reference]
+
+
+@pytest.fixture(scope="module")
+def loaded() -> dict:
+    torch.set_num_threads(1)
+    out = {}
+    for name in TRAINED:
+        model = load_zoo_model(name)
+        spec = load_task(name)
+        out[name] = (model, spec, spec.make_batch(model.tokenizer, 128, seed=77))
+    return out
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_reference_is_project_analysis_with_evidence(name) -> None:
+    spec = load_task(name)
+    assert spec.reference and all(e.source == "project analysis" and e.evidence for e in spec.reference)
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_complement_of_reference_keeps_80_percent(loaded, name) -> None:
+    model, spec, batch = loaded[name]
+    circuit = [e.component for e in spec.reference]
+    assert complement_kept(model, spec, batch, circuit) >= 0.8
+    # ... while ablating the circuit itself destroys the task
+    metric = spec.metric_fn(model.tokenizer)
+    with torch.no_grad():
+        m0 = float(metric(model(batch.clean_ids), batch))
+    assert float(metric(ablate(model, batch, circuit, method="mean"), batch)) < 0.3 * m0
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_each_role_defining_property(loaded, name) -> None:
+    model, spec, batch = loaded[name]
+    metric = spec.metric_fn(model.tokenizer)
+    with torch.no_grad():
+        m0 = float(metric(model(batch.clean_ids), batch))
+    heads = [e.parsed for e in spec.reference if e.parsed.head is not None]
+    pats = attention_patterns(model, batch, heads) if heads else {}
+    scores = head_scores(model, heads) if heads else {}
+    dla = direct_logit_attribution(model, batch, [e.parsed for e in spec.reference]) \
+        if spec.metric == "logit_diff" else {}
+    rows = torch.arange(batch.size)
+    end = batch.end
+
+    def at(c: Component, q: torch.Tensor, k: torch.Tensor) -> float:
+        return float(pats[c][rows, q, k].mean())
+
+    for e in spec.reference:
+        c = e.parsed
+        # every member matters: ablating it alone costs at least 5% of the metric
+        drop = (m0 - float(metric(ablate(model, batch, [c], method="mean"), batch))) / m0
+        assert drop >= 0.05, (e.component, drop)
+        if e.role == "name mover":
+            assert at(c, end, batch.positions["IO"]) >= 0.2
+            assert at(c, end, batch.positions["S1"]) + at(c, end, batch.positions["S2"]) <= 0.1
+            assert dla[c] > 0.5
+        elif e.role == "s-inhibition":
+            s2 = batch.positions["S2"]
+            assert (at(c, s2 + 1, s2) + at(c, s2 + 2, s2)) / 2 >= 0.5
+        elif e.role == "output mlp":
+            assert dla[c] > 0.5
+        elif e.role == "induction":
+            assert scores[c].induction >= 0.5
+            assert at(c, end, batch.positions["NEXT"] + scores[c].induction_offset - 1) >= 0.3
+        elif e.role == "previous token":
+            assert scores[c].prev_token >= 0.5
+        elif e.role == "year mover":
+            assert at(c, end, batch.positions["YY"]) >= 0.3
+        elif e.role in ("comparison", "mlp", "other"):
+            pass  # ablation drop checked above
+        else:
+            pytest.fail(f"no check for role {e.role!r}")
