@@ -15,7 +15,9 @@ from agent.llm.claude import ClaudeBackend
 from agent.log import read_events
 from agent.run import RunConfig, make_backend, start_run
 from tests.fake_anthropic import rate_limited, server_error, tool_turn, tool_use, turn
-from tests.test_graph_fakes import fake_factory
+from tests.test_graph_fakes import fake_factory, fake_tasks
+
+pytestmark = pytest.mark.usefixtures(fake_tasks.__name__)
 
 
 def _cfg(tmp_path, **kw):

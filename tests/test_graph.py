@@ -16,7 +16,9 @@ from agent.budget import Budget
 from agent.llm.types import LLMResponse, TextBlock, ToolUseBlock
 from agent.log import read_events
 from agent.run import RunConfig, resume_run, run_status, start_run
-from tests.test_graph_fakes import EXPECTED_ROLES, SIGNATURES, Crash, fake_factory
+from tests.test_graph_fakes import EXPECTED_ROLES, SIGNATURES, Crash, fake_factory, fake_tasks
+
+pytestmark = pytest.mark.usefixtures(fake_tasks.__name__)
 
 CIRCUIT = list(SIGNATURES)
 

@@ -130,3 +130,14 @@ class FakeTask:
     metric = "logit_diff"
     roles = ["IO", "S1", "S2", "END"]
     question_keywords = ["ioi", "indirect object"]
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=False)
+def fake_tasks(monkeypatch):
+    """Framing without evals' task data: ``--task toy-ioi`` resolves to :class:`FakeTask`."""
+    monkeypatch.setattr("agent.framing._load_task", lambda name: FakeTask())
+    monkeypatch.setattr("agent.framing._load_tasks", lambda: [FakeTask()])
+    monkeypatch.setattr("agent.framing._zoo_names", lambda: {"toy-ioi"})

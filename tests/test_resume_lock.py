@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from agent.run import RunConfig, RunError, resume_run, run_lock, run_status, start_run
-from tests.test_graph_fakes import Crash, fake_factory
+from tests.test_graph_fakes import Crash, fake_factory, fake_tasks
+
+pytestmark = pytest.mark.usefixtures(fake_tasks.__name__)
 
 
 def test_resume_refuses_a_run_still_being_written(tmp_path):
