@@ -111,3 +111,18 @@ def test_missing_model_path() -> None:
     with pytest.raises(ArchitectureError) as err:
         load_model("/definitely/not/here")
     assert "cannot load model" in one_line(err)
+
+
+def test_to_tokens_needs_equal_lengths(model: Model) -> None:
+    assert model.to_tokens(["w1 w2", "w3 w4"]).tolist() == [[5, 6], [7, 8]]
+    with pytest.raises(BatchError) as err:
+        model.to_tokens(["w1 w2", "w3"])
+    assert "different lengths" in one_line(err)
+
+
+def test_load_model_dtype_and_fingerprint(tiny_model_dirs) -> None:
+    m16 = load_model(tiny_model_dirs["llama"], device="cpu", dtype=torch.bfloat16)
+    m32 = load_model(tiny_model_dirs["llama"], device="cpu")
+    assert m16.dtype == torch.bfloat16 and m32.dtype == torch.float32
+    assert m16.fingerprint() != m32.fingerprint()
+    assert load_model(tiny_model_dirs["llama"], device="cpu").fingerprint() == m32.fingerprint()
