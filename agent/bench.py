@@ -133,9 +133,12 @@ def read_run(run_dir: str | Path) -> RunData:
 
 def load_eval_model(ref: str) -> Any:
     """A ``tools.Model`` for a run's model reference: a zoo name, or a path / HF id."""
+    from transformers.utils import logging as hf_logging
+
     from evals.zoo import list_zoo, load_zoo_model
     from tools import load_model
 
+    hf_logging.disable_progress_bar()
     if ref in {e.name for e in list_zoo()}:
         return load_zoo_model(ref, device="cpu")
     return load_model(ref)
@@ -231,7 +234,7 @@ def score_run(data: RunData, *, seed: int | None = None, n_prompts: int | None =
                 continue
             s = score_clustering(ic, cl, n_null=n_null, seed=seed)
             scores[f"ic_auc_{name}"] = s.auc if s.defined else None
-            scores[f"ic_null_{name}"] = s.null_mean
+            scores[f"ic_null_{name}"] = s.null_mean if s.defined else None
             scores[f"ic_pct_{name}"] = s.percentile if s.defined else None
             details[f"ic_{name}"] = s.model_dump(exclude={"null_aucs"})
         if agent_clusters:
