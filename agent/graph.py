@@ -184,7 +184,7 @@ def start_component(state: ResearchState, runtime: Runtime[RunContext]) -> dict:
                             others=[c for c in comps if c != comp], concluded=concluded)
     usage = BudgetUsage(**(state.get("usage") or {}))
     usage.steps = 0
-    ctx.progress(phase="component", component=comp, index=state["index"], total=len(comps))
+    ctx.progress(phase="component", component=comp, index=state["index"], total=len(comps), components=list(comps))
     return {"messages": [{"role": "user", "content": brief}], "concluded": False, "limit_hit": None,
             "usage": usage.model_dump(), "log_seq": ctx.journal.position}
 

@@ -193,3 +193,18 @@ def test_wall_time_budget_stops_the_run(tmp_path):
     assert not any(e.kind == "llm_request" for e in events)
     assert {c["inconclusive_reason"] for c in out.conclusions.values()} == {"budget"}
     assert [e.limit_hit for e in events if e.kind == "budget" and e.component] == ["wall_s", "wall_s"]
+
+
+def test_progress_view_tracks_components_steps_and_hypotheses(tmp_path):
+    from agent.commands.investigate import ProgressView
+
+    view = ProgressView()
+    start_run(_cfg(tmp_path, circuit=["L1H0", "MLP0"]), sandbox_factory=fake_factory(), on_progress=view.update)
+    assert view.components == ["L1H0", "MLP0"] and set(view.done) == {"L1H0", "MLP0"}
+    assert view.steps == 3 and view.tool_calls > 10 and view.hypothesis and view.phase == "done"
+    from rich.console import Console
+
+    con = Console(record=True, width=100)
+    con.print(view.render())
+    text = con.export_text()
+    assert "L1H0" in text and "done" in text and "tool calls" in text

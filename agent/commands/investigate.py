@@ -37,8 +37,8 @@ class ProgressView:
         self.phase = phase or self.phase
         if phase == "component":
             self.current = info.get("component")
-            if info.get("total") and not self.components:
-                self.components = []
+            if info.get("components"):
+                self.components = list(info["components"])
             if self.current and self.current not in self.components:
                 self.components.append(self.current)
         elif phase == "step":
@@ -50,6 +50,8 @@ class ProgressView:
                 self.hypothesis = info["hypothesis"]
         elif phase == "component_done":
             self.done[info["component"]] = "done"
+        elif phase == "done":
+            self.current = None
         if self.live is not None:
             self.live.update(self.render())
 
