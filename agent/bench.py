@@ -29,6 +29,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -394,7 +395,7 @@ def permuted_model_dir(model_ref: str, seed: int, out: str | Path) -> Path:
 
     model = load_eval_model(model_ref)
     pm, mapping = permute_heads(model, seed)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")  # unique per worker
     tmp.mkdir(parents=True, exist_ok=True)
     pm.hf.save_pretrained(tmp)
     if model.tokenizer is not None:
@@ -403,9 +404,10 @@ def permuted_model_dir(model_ref: str, seed: int, out: str | Path) -> Path:
         {"seed": seed, "source": model_ref, "mapping": {str(k): str(v) for k, v in mapping.items()}}))
     for f in tmp.iterdir():  # save_pretrained writes 0600 files: the sandbox's user must read them
         f.chmod(0o644)
-    if path.exists():  # another worker won the race
-        return path
-    tmp.rename(path)
+    try:
+        tmp.rename(path)
+    except OSError:  # another worker won the race: its copy is the same permutation
+        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

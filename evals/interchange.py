@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import random
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -292,6 +293,19 @@ def cache_dir() -> Path:
     return path
 
 
+def _slug(task: str | None) -> str:
+    """A task name safe in a file name (a spec path becomes its stem).
+
+    >>> _slug("/x/y/toy-ioi.yaml"), _slug(None), _slug("a b/c")
+    ('toy-ioi', 'batch', 'a_b_c')
+    """
+    if not task:
+        return "batch"
+    p = Path(task)
+    name = p.stem if p.suffix in (".yaml", ".yml", ".json") else task
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "task"
+
+
 def _metric_name(metric: str | Metric) -> str:
     return metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
 
@@ -314,7 +328,7 @@ def interchange_matrix(model: Any, batch: TaskBatch, components: Iterable[str | 
     mname = _metric_name(metric)
     fp = model.fingerprint() if hasattr(model, "fingerprint") else "unknown"
     key = hashlib.sha256(f"{fp}|{_batch_digest(batch, reference)}|{mname}|mean".encode()).hexdigest()[:16]
-    path = cache_dir() / f"{task or 'batch'}-s{seed if seed is not None else 'x'}-{key}.json" if cache else None
+    path = cache_dir() / f"{_slug(task)}-s{seed if seed is not None else 'x'}-{key}.json" if cache else None
     stored: dict[str, Any] = {"m0": None, "m_ablated": {}, "m_swap": {}}
     if path is not None and path.exists():
         try:

@@ -145,6 +145,8 @@ def test_cache_reuses_and_extends(twin_model, twin_batch, tmp_path, monkeypatch)
     assert again.n_computed == 0 and again.I("L1H0", "L1H1") == first.I("L1H0", "L1H1")
     more = interchange_matrix(twin_model, twin_batch, ["L1H0", "L1H1", "MLP1"], task="t", seed=1)
     assert more.n_computed == 1 + 4  # MLP1's ablation and the 4 new ordered pairs
+    as_path = interchange_matrix(twin_model, twin_batch, ["L1H0", "L1H1"], task=str(tmp_path / "spec" / "t.yaml"))
+    assert as_path.cache_path.startswith(str(tmp_path / "cache" / "interchange"))  # a task path stays inside
     fresh = interchange_matrix(twin_model, twin_batch, ["L1H0", "L1H1", "MLP1"], cache=False)
     assert more.sym() == pytest.approx(fresh.sym(), nan_ok=True)
 
