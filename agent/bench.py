@@ -330,7 +330,9 @@ class BenchConfig(_Data):
     out: str
     """Directory for results.jsonl / results.csv / results.md, runs/ and permuted models."""
     ray_address: str | None = None
-    """An existing Ray cluster (``ray.init(address=...)``); None starts Ray on this machine."""
+    """An existing Ray cluster (``ray.init(address=...)``); None starts Ray on this machine. On a
+    cluster, ``out`` must be on a file system every node sees (workers write runs and permuted models
+    there; the driver writes the results files)."""
     executor: Literal["ray", "inline"] = "ray"
     """``ray`` (one Ray task per investigation) or ``inline`` (sequential, in this process)."""
     num_cpus: float = 1.0

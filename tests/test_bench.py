@@ -252,3 +252,25 @@ def test_oracle_on_planted_model_scores_perfect_ground_truth(name, tmp_path):
     assert s["rep_f1"] == 1.0  # the task's reference is the ground truth
     assert s["faith_agent"] is not None and s["faith_agent"] > 0.8  # the planted circuit does the task
     assert s["ic_auc_agent"] == s["ic_auc_reference"]  # same clustering, same matrix
+
+
+def test_bench_cli_builds_the_config(tmp_path, monkeypatch):
+    import agent.bench as bench_mod
+    from agent.bench import BenchOutcome
+    from agent.cli import main
+
+    seen = {}
+
+    def fake_run_bench(cfg, progress=True):
+        seen["cfg"] = cfg
+        return BenchOutcome(out=cfg.out, ran=[], reused=[], skipped=[], errors=[], markdown="| t |\n")
+
+    monkeypatch.setattr(bench_mod, "run_bench", fake_run_bench)
+    code = main(["--json", "bench", "--tasks", "toy-ioi, planted-ioi", "--planners", "offline,claude", "--seeds", "2",
+                 "--permute-heads", "3", "--executor", "inline", "--out", str(tmp_path), "--ray-address", "auto"])
+    assert code == 0
+    cfg = seen["cfg"]
+    assert cfg.tasks == ["toy-ioi", "planted-ioi"] and cfg.planners == ["offline", "claude"]
+    assert (cfg.seeds, cfg.permute_heads, cfg.executor, cfg.out, cfg.ray_address) == (2, 3, "inline", str(tmp_path), "auto")
+    assert len(cfg.cells()) == 2 * 2 * 2 * 2
+    assert main(["bench", "--executor", "threads", "--out", str(tmp_path)]) == 2
