@@ -79,10 +79,14 @@ def test_each_role_defining_property(loaded, name) -> None:
         elif e.role == "output mlp":
             assert dla[c] > 0.5
         elif e.role == "induction":
-            assert scores[c].induction >= 0.5
-            assert at(c, end, batch.positions["NEXT"] + scores[c].induction_offset - 1) >= 0.3
+            # from END to the recorded offset after the earlier occurrence (textbook: offset 1 = NEXT)
+            o = int(e.evidence["copy_offset"])
+            assert at(c, end, (batch.positions["NEXT"] + o - 1).clamp(max=batch.seq_len - 1)) >= 0.15
+            assert scores[c].induction_offset == o and dla[c] > 0.5
         elif e.role == "previous token":
-            assert scores[c].prev_token >= 0.5
+            k = int(e.evidence["back_k"])
+            T = batch.seq_len
+            assert float(pats[c][:, torch.arange(k, T), torch.arange(0, T - k)].mean()) >= 0.3
         elif e.role == "year mover":
             assert at(c, end, batch.positions["YY"]) >= 0.3
         elif e.role in ("comparison", "mlp", "other"):

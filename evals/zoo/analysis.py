@@ -45,6 +45,10 @@ class Evidence:
     duplicate_token: float = 0.0
     attn_after_s2: float = 0.0
     """IOI: mean attention from the three tokens after S2 back to S2."""
+    back: tuple[int, float] = (1, 0.0)
+    """(k, mean attention from every position to the token k back), for the best k in 1..4."""
+    copy_offset: tuple[int, float] = (1, 0.0)
+    """Induction task: (o, attention from END to NEXT + o - 1) for the best o in 1..4 (o = 1 is textbook)."""
 
     @property
     def importance(self) -> float:
@@ -109,6 +113,15 @@ def measure(name: str, n: int = 256, seed: int = ANALYSIS_SEED) -> tuple[object,
                 s2 = batch.positions["S2"]
                 after = [pats[c][rows, s2 + k, s2] for k in (1, 2, 3) if bool((s2 + k < batch.end).all())]
                 e.attn_after_s2 = float(torch.stack(after).mean()) if after else 0.0
+            T = batch.seq_len
+            backs = {k: float(pats[c][:, torch.arange(k, T), torch.arange(0, T - k)].mean()) for k in (1, 2, 3, 4)}
+            kb = max(backs, key=backs.get)
+            e.back = (kb, backs[kb])
+            if "NEXT" in batch.positions:
+                offs = {o: float(pats[c][rows, batch.end, (batch.positions["NEXT"] + o - 1).clamp(max=T - 1)].mean())
+                        for o in (1, 2, 3, 4)}
+                ob = max(offs, key=offs.get)
+                e.copy_offset = (ob, offs[ob])
         ev[str(c)] = e
     return model, spec, batch, ev, m0, m1
 
@@ -139,12 +152,17 @@ def label(kind: str, e: Evidence) -> tuple[str, str]:
         return "mlp", f"MLP needed upstream (little direct effect on the logits); {nums}."
     top_end = max(e.attn_end, key=e.attn_end.get) if e.attn_end else None
     if kind == "induction":
-        if e.induction >= 0.5:
-            return "induction", (f"Induction head: attends from a repeated token to offset {e.induction_offset} "
-                                 f"after its earlier occurrence (score {e.induction:.2f}) and copies; {nums}.")
-        if e.prev_token >= 0.5:
-            return "previous token", (f"Previous-token head (score {e.prev_token:.2f}): writes the previous "
-                                      f"token for the induction head's keys; {nums}.")
+        o, a = e.copy_offset
+        if (e.induction >= 0.5 or a >= 0.15) and e.dla > 0.5:
+            return "induction", (f"Induction head: from END attends to the token {o - 1} after NEXT (offset {o} "
+                                 f"from the earlier occurrence; attention {a:.2f}; head_scores induction "
+                                 f"{e.induction:.2f} at offset {e.induction_offset}) and copies it to the logits; "
+                                 f"{nums}.")
+        k, b = e.back
+        if b >= 0.3:
+            return "previous token", (f"Previous-token-style head looking {k} token(s) back (attention {b:.2f}): "
+                                      f"writes recent tokens into each position for the induction heads' keys; "
+                                      f"{nums}.")
         return "other", f"Contributes without a clean attention signature; {nums}."
     if kind == "ioi":
         s_end = e.attn_end.get("S1", 0) + e.attn_end.get("S2", 0)
@@ -205,6 +223,9 @@ def reference_entries(a: Analysis) -> list[dict]:
             evidence |= {f"attn_end_{k}": round(v, 4) for k, v in e.attn_end.items()}
             if e.attn_after_s2:
                 evidence["attn_after_s2"] = round(e.attn_after_s2, 4)
+            evidence |= {"back_k": e.back[0], "back_attn": round(e.back[1], 4)}
+            if e.copy_offset[1]:
+                evidence |= {"copy_offset": e.copy_offset[0], "copy_attn": round(e.copy_offset[1], 4)}
         out.append({"component": c, "role": role, "explanation": expl, "source": "project analysis",
                     "evidence": evidence})
     return out
@@ -221,7 +242,8 @@ def write_reference(a: Analysis) -> None:
     block = yaml.safe_dump({"reference": reference_entries(a)}, sort_keys=False, width=110, allow_unicode=True)
     note = (f"# reference: python -m evals.zoo.analysis {a.name} --write (seed {ANALYSIS_SEED}); complement of "
             f"the circuit mean-ablated keeps {100 * a.kept_fraction:.0f}% of the metric.\n")
-    new, k = re.subn(r"(?ms)^(# reference:[^\n]*\n)?reference:.*?(?=^\S|\Z)", lambda _: note + block, text, count=1)
+    new, k = re.subn(r"(?ms)^(# reference:[^\n]*\n)?reference:.*?(?=^[A-Za-z_]|\Z)", lambda _: note + block, text,
+                     count=1)
     if k != 1:
         raise RuntimeError(f"no reference block in {path}")
     path.write_text(new)
