@@ -208,11 +208,23 @@ class HeadScores(_Tool):
     heads: ComponentList = Field(min_length=1)
     seed: int = 0
 
-
     def to_code(self) -> str:
+        """``tools.head_scores`` plus a look-back scan: mean attention from t to t−k, k = 1..4, on random tokens
+        (trained heads often look 2–3 tokens back rather than 1; see FIELD-NOTES), as ``lookback`` and
+        ``lookback_offset``."""
         return _cell(f"head scores of {','.join(self.heads)} (seed {self.seed})", [
-            f"_result = {{'scores': _tojson(tools.head_scores(model, heads=parse_components({self.heads!r}), "
-            f"seed={self.seed}))}}",
+            f"_hs = _tojson(tools.head_scores(model, heads=parse_components({self.heads!r}), seed={self.seed}))",
+            f"_g = torch.Generator().manual_seed({self.seed})",
+            "_T = min(40, int(getattr(model.hf.config, 'n_positions', None) or "
+            "getattr(model.hf.config, 'max_position_embeddings', 40)))",
+            "_ids = torch.randint(min(4, model.hf.config.vocab_size - 1), model.hf.config.vocab_size, (16, _T), "
+            "generator=_g)",
+            f"_pats = tools.attention_patterns(model, _ids, parse_components({self.heads!r}))",
+            "for _h, _p in _pats.items():",
+            "    _lb = {k: float(_p[:, torch.arange(k, _T), torch.arange(0, _T - k)].mean()) for k in range(1, 5)}",
+            "    _k = max(_lb, key=_lb.get)",
+            "    _hs[str(_h)].update(lookback=_lb[_k], lookback_offset=_k)",
+            "_result = {'scores': _hs}",
         ])
 
 

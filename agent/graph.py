@@ -10,7 +10,7 @@
 * **localise**: with ``--circuit`` the given components; otherwise an exact patching sweep over every
   head and MLP plus a zero-ablation of each (one logged code cell), and the components whose larger
   |effect| ≥ ``threshold`` (default 10%) of the clean − corrupt metric gap, largest first, at most
-  ``max_components`` (default 8). (Patching and mean ablation cannot see a feature that is the same
+  ``max_components`` (default 8), ordered by layer from the last (then by |effect|). (Patching and mean ablation cannot see a feature that is the same
   on every prompt, e.g. a duplicate-token flag at a fixed position; zero ablation can.) When none
   passes, the 3 largest are kept (logged as an ``error`` event saying so).
 * **step**: one planner turn for the current component: the system prompt, the conversation and the
@@ -61,6 +61,7 @@ from agent.log import (
 )
 from agent.planners.prompts import SYSTEM_PROMPT, component_brief
 from agent.state import ResearchState, RunContext
+from tools.components import Component
 from tools.errors import InterpAgentError
 
 INCONCLUSIVE = "inconclusive"
@@ -166,6 +167,9 @@ def localise(state: ResearchState, runtime: Runtime[RunContext]) -> dict:
         ctx.journal.emit(ErrorEvent(where="localise", recoverable=True, message=(
             f"no component reaches |effect| >= {ctx.threshold:.0%} of the gap; investigating the 3 largest "
             f"({', '.join(keep)}); pass --circuit to choose")))
+    # work backwards from the logits: later layers first, so a component's downstream readers are
+    # concluded before it is investigated (the offline planner path-patches into them)
+    keep.sort(key=lambda c: (-Component.parse(c).layer, -abs(fracs[c])))
     return {**base, "components": keep, "localisation": {"effect_frac": fracs, "seq": ev.seq},
             "log_seq": ctx.journal.position}
 

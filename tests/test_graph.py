@@ -70,7 +70,8 @@ def test_localisation_keeps_components_above_threshold(tmp_path):
     first_call = next(e for e in events if e.kind == "tool_call")
     assert first_call.name == "attribution_sweep" and first_call.component is None
     comps = list(out.conclusions)
-    assert comps == ["L1H0", "L0H1", "L0H2", "MLP0", "L1H1"]  # |effect| >= 10% of the gap, largest first
+    # |effect| >= 10% of the gap; later layers first, then largest effect first
+    assert comps == ["L1H0", "L1H1", "L0H1", "L0H2", "MLP0"]
     assert "L0H3" not in comps
 
 
