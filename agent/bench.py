@@ -192,7 +192,7 @@ def score_run(data: RunData, *, seed: int | None = None, n_prompts: int | None =
     from evals.interchange import interchange_matrix, random_clustering, score_clustering
     from evals.scores import clusters_from_roles, replication_score
     from evals.tasks import load_task
-    from tools.components import Component, Kind
+    from tools.components import Kind
 
     task = load_task(data.task)
     model = model if model is not None else load_eval_model(data.model)
@@ -202,12 +202,12 @@ def score_run(data: RunData, *, seed: int | None = None, n_prompts: int | None =
     ref_roles, truth = _reference(task, data.model)
     writers = (Kind.HEAD, Kind.MLP)
 
-    def ok(c: str) -> bool:
+    def ok(c: str, kinds: tuple = writers) -> bool:
         try:
             comp = model.check(c)
         except InterpAgentError:
             return False
-        return comp.kind in writers
+        return comp.kind in kinds
 
     agent_clusters = {n: [c for c in cs if ok(c)] for n, cs in (data.clusters or {}).items()}
     agent_clusters = {n: cs for n, cs in agent_clusters.items() if cs}
@@ -257,7 +257,7 @@ def score_run(data: RunData, *, seed: int | None = None, n_prompts: int | None =
                                 agent_clusters=agent_clusters or None, agent_components=data.circuit)
         scores.update(gt_precision=gt.precision, gt_recall=gt.recall, gt_f1=gt.f1, gt_ari=gt.ari)
         details["ground_truth"] = gt.model_dump()
-    circuit = [c for c in data.circuit if ok(c) or Component.parse(c).kind is Kind.ATTN]
+    circuit = [c for c in data.circuit if ok(c, (Kind.HEAD, Kind.MLP, Kind.ATTN))]
     fa = faithfulness(model, batch, circuit, metric)
     scores["faith_agent"] = fa.fraction
     if ref_roles:
