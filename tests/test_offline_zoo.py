@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not _sandbox_ok(), reason="no sandbox isolation (bubblewrap) on this machine")]
 NOT_CIRCUIT = ("no task effect", "inconclusive", "unclear role")
 # Floors below the values measured when this test was written (see the final report of issue 6).
-FLOORS = {"toy-induction": (0.75, 0.75, 0.75), "toy-ioi": (0.5, 0.5, 0.5)}
+FLOORS = {"toy-induction": (0.75, 0.75, 0.75), "toy-ioi": (0.75, 0.75, 0.66)}
 
 
 def _reference(name: str) -> dict[str, str]:

@@ -29,13 +29,16 @@ R6     S-inhibition            head; task has S2; attention END→S2 ≥ 0.30,  
                                max(ablation, patching) effect ≥ 0.10 of the    of the gap and attention on S2 ≥ 0.20
                                gap, |DLA| < 0.10 × clean
 R7     mover / direct writer   DLA ≥ 0.20 × clean (heads: "mover"; MLPs:       held-out DLA ≥ 0.10 × clean
-                               "direct MLP")
+                               "output MLP")
 R8     indirect contributor    ablation or patching effect ≥ 0.10 of the gap,  held-out max(ablation, patching) effect ≥ 0.05
                                |DLA| < 0.10 × clean (MLPs: "indirect MLP");    (+ path patching into the later direct writers
                                label "indirect contributor: q-composition"     already concluded, q/k/v: says which input
                                etc. when one path carries ≥ 0.05 of the gap    carries the effect)
 R0     no task effect          no rule fires                                   held-out max |ablation|, |patching| < 0.10
 =====  ======================  ==============================================  ===============================================
+
+R8 refinement: in a task with IO and S2 roles, a head whose largest path goes into the query or key of
+an already-concluded name mover is concluded "S-inhibition": it steers which name the mover attends to.
 
 (DLA = direct logit attribution onto answer − wrong; "clean" = the clean metric; "gap" = clean −
 corrupt metric; scores as returned by ``tools.head_scores``; "relevant" = max(|mean-ablation|,
@@ -257,7 +260,17 @@ def effect(data: Any) -> float | None:
 # ---------------------------------------------------------------------------------------------- rules
 
 
-DIRECT_ROLES = ("name mover", "mover", "negative mover", "direct MLP", "induction")
+DIRECT_ROLES = ("name mover", "mover", "negative mover", "output MLP", "induction")
+
+
+def _concluded(text: str) -> dict[str, str]:
+    """``ALREADY CONCLUDED: L1H1 = name mover; ...`` → ``{"L1H1": "name mover"}``."""
+    out = {}
+    for part in text.split(";"):
+        name, _, role = part.partition(" = ")
+        if role:
+            out[name.strip()] = role.strip()
+    return out
 
 
 def downstream(comp: str, concluded: str) -> list[str]:
@@ -326,7 +339,7 @@ def propose(comp: str, roles: list[str], obs: Obs, receivers: list[str] | None =
                        "held-out max(ablation, patching) effect >= 0.05 of gap and attention on S2 >= 0.20",
                        ["ablate:heldout", "patch:heldout", "attention:heldout"]))
     if dla is not None and dla >= DLA_T and not any(h.rule == "R2" for h in out):
-        role = "mover" if head else "direct MLP"
+        role = "mover" if head else "output MLP"
         out.append(Hyp("R7", role, f"{comp} writes the answer directly (DLA {f(dla)} of clean)",
                        "held-out DLA >= 0.10 x clean", ["logit_attribution:heldout"]))
     big = max((v for v in (abl, pat) if v is not None), default=None)
@@ -445,7 +458,13 @@ class OfflineBackend:
             if paths:
                 top = max(paths, key=lambda t: paths[t])
                 _, recv, inp = top.split(":")
-                if paths[top] >= 0.05:
+                done = _concluded(brief.get("ALREADY CONCLUDED", ""))
+                if (paths[top] >= 0.05 and inp in ("q", "k") and done.get(recv) == "name mover"
+                        and {"IO", "S2"} <= set(roles) and Component.parse(comp).kind is Kind.HEAD):
+                    role = "S-inhibition"
+                    expl += (f" Its effect reaches the name mover {recv} through its {inp} input: it steers which "
+                             "name the mover attends to (S-inhibition by " + f"{inp}-composition).")
+                elif paths[top] >= 0.05:
                     role = f"{h.role}: {inp}-composition" if inp != "resid" else role
                     expl += (f" Path patching: its effect flows mostly through {recv}'s {inp} input "
                              f"({paths[top]:+.2f} of the gap; " + ", ".join(
