@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -294,8 +295,13 @@ def start_run(cfg: RunConfig, *, sandbox_factory: SandboxFactory | None = None,
     if (run_dir / "events.jsonl").exists():
         raise RunError(f"run {run_id} already exists at {run_dir}", fix=f"resume it: interp-agent resume {run_dir}")
     setup = setup_cells(fr.model, fr.task, cfg.n_prompts, cfg.seed, threads=cfg.kernel_threads)
-    with run_lock(run_dir):
-        return _start_locked(cfg, fr, backend, run_id, run_dir, setup, sandbox_factory, on_progress, on_started)
+    try:
+        with run_lock(run_dir):
+            return _start_locked(cfg, fr, backend, run_id, run_dir, setup, sandbox_factory, on_progress, on_started)
+    except BaseException:
+        if not (run_dir / "events.jsonl").exists():  # nothing was logged: leave no empty run behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def _start_locked(cfg: RunConfig, fr: Any, backend: Any, run_id: str, run_dir: Path, setup: list[str],

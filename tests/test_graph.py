@@ -209,3 +209,14 @@ def test_progress_view_tracks_components_steps_and_hypotheses(tmp_path):
     con.print(view.render())
     text = con.export_text()
     assert "L1H0" in text and "done" in text and "tool calls" in text
+
+
+def test_a_run_whose_sandbox_cannot_start_leaves_nothing(tmp_path):
+    from agent.run import RunError
+
+    def broken(workspace, setup, cfg):
+        raise RunError("no kernel", fix="install bubblewrap")
+
+    with pytest.raises(RunError, match="no kernel"):
+        start_run(_cfg(tmp_path, circuit=["L1H0"]), sandbox_factory=broken)
+    assert list((tmp_path / "runs").iterdir()) == []
