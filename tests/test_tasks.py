@@ -85,6 +85,23 @@ def test_published_circuits_use_the_grammar_and_cite_sources() -> None:
         assert load_task(name).sources
 
 
+MINIMAL = """name: toy-ioi
+description: d
+model: toy-ioi
+metric: logit_diff
+roles: [IO, S1, S2, END]
+generator:
+  kind: ioi
+  names: [Ann, Bob, Cat]
+  templates: ["when {IO} and {S} went , {S} gave to"]
+reference: []
+"""
+
+
+def test_minimal_spec_loads(tmp_path) -> None:
+    assert load_task(_write(tmp_path, MINIMAL)).generator.names == ["Ann", "Bob", "Cat"]
+
+
 def _write(tmp_path: Path, text: str) -> Path:
     p = tmp_path / "bad.yaml"
     p.write_text(text)
@@ -92,7 +109,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def test_malformed_spec_is_one_error_naming_file_field_and_problem(tmp_path) -> None:
-    good = (DATA / "toy-ioi.yaml").read_text()
+    good = MINIMAL
     bad = good.replace("reference: []", "reference:\n  - {component: '9.9', role: r, explanation: x, source: s}")
     p = _write(tmp_path, bad)
     with pytest.raises(TaskSpecError) as ei:

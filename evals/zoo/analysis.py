@@ -10,8 +10,10 @@ For each head and MLP of a trained toy model, on a held-out batch of its task, t
   (best offset) and duplicate-token scores from ``tools.head_scores``.
 
 The circuit is the smallest set, taken in order of importance (``max(|ablation|, |patch|)``), whose
-complement can be mean-ablated while keeping at least ``keep`` (80%) of the metric; each member gets a
-role from rules on the measurements (see :func:`label`). ``python -m evals.zoo.analysis NAME`` prints
+complement can be mean-ablated while keeping at least ``keep`` (80%) of the metric, and whose own
+mean-ablation leaves at most ``broken`` (30%) of it (metrics normalised between the clean run and the
+run with every head and MLP mean-ablated); each member gets a role from rules on the measurements
+(see :func:`label`). ``python -m evals.zoo.analysis NAME`` prints
 the table and ``--write`` stores the reference (source ``project analysis``, numbers in ``evidence``)
 in the task's YAML file.
 
@@ -65,6 +67,8 @@ class Analysis:
     circuit: list[str]
     kept_fraction: float
     """Metric with every component outside the circuit mean-ablated, as a fraction of the clean metric."""
+    circuit_fraction: float
+    """Metric with the circuit mean-ablated, as a fraction of the clean metric."""
     roles: dict[str, tuple[str, str]] = field(default_factory=dict)
     """component → (role, explanation)."""
 
@@ -126,17 +130,33 @@ def measure(name: str, n: int = 256, seed: int = ANALYSIS_SEED) -> tuple[object,
     return model, spec, batch, ev, m0, m1
 
 
-def complement_kept(model, spec, batch, circuit: list[str]) -> float:
-    """Metric with everything outside ``circuit`` mean-ablated, over the clean metric."""
+def _kept(model, spec, batch, ablated: list) -> float:
+    """Metric with ``ablated`` mean-ablated, normalised: 1 = clean, 0 = every head and MLP mean-ablated.
+
+    The floor matters for ``prob_diff``: with no information about YY a model still prefers late years,
+    which scores well above 0.
+    """
     from tools import ablate
 
     metric = spec.metric_fn(model.tokenizer)
-    rest = [c for c in model.components("heads") + model.components("mlps") if str(c) not in circuit]
+    everything = model.components("heads") + model.components("mlps")
     with torch.no_grad():
         m0 = float(metric(model(batch.clean_ids), batch))
-    if not rest:
+    floor = float(metric(ablate(model, batch, everything, method="mean"), batch))
+    if not ablated:
         return 1.0
-    return float(metric(ablate(model, batch, rest, method="mean"), batch)) / m0
+    return (float(metric(ablate(model, batch, ablated, method="mean"), batch)) - floor) / (m0 - floor)
+
+
+def complement_kept(model, spec, batch, circuit: list[str]) -> float:
+    """Normalised metric (see :func:`_kept`) with everything outside ``circuit`` mean-ablated."""
+    rest = [c for c in model.components("heads") + model.components("mlps") if str(c) not in circuit]
+    return _kept(model, spec, batch, rest)
+
+
+def circuit_kept(model, spec, batch, circuit: list[str]) -> float:
+    """Normalised metric (see :func:`_kept`) with the circuit itself mean-ablated."""
+    return _kept(model, spec, batch, list(circuit))
 
 
 def label(kind: str, e: Evidence) -> tuple[str, str]:
@@ -194,8 +214,12 @@ def label(kind: str, e: Evidence) -> tuple[str, str]:
     return "other", nums
 
 
-def analyse(name: str, keep: float = 0.8, min_importance: float = 0.1) -> Analysis:
-    """Measure, choose the circuit (complement keeps ``keep`` of the metric) and label its members."""
+def analyse(name: str, keep: float = 0.8, min_importance: float = 0.1, broken: float = 0.3) -> Analysis:
+    """Measure, choose the circuit and label its members.
+
+    Faithful: with the complement mean-ablated the metric keeps ``keep`` of its clean value.
+    Complete: with the circuit itself mean-ablated at most ``broken`` of it remains.
+    """
     model, spec, batch, ev, m0, m1 = measure(name)
     ranked = sorted(ev.values(), key=lambda e: -e.importance)
     circuit: list[str] = [e.component for e in ranked if e.importance >= min_importance]
@@ -206,9 +230,13 @@ def analyse(name: str, keep: float = 0.8, min_importance: float = 0.1) -> Analys
         if e.component not in circuit:
             circuit.append(e.component)
             kept = complement_kept(model, spec, batch, circuit)
+    # completeness: ablating the circuit itself must break the task (redundant backups get added)
+    while circuit_kept(model, spec, batch, circuit) > broken and len(circuit) < len(ranked):
+        circuit.append(next(e.component for e in ranked if e.component not in circuit))
+    kept = complement_kept(model, spec, batch, circuit)
     roles = {c: label(spec.generator.kind, ev[c]) for c in circuit}
     return Analysis(name=name, task=spec.name, metric_clean=m0, metric_corrupt=m1, evidence=ev, circuit=circuit,
-                    kept_fraction=kept, roles=roles)
+                    kept_fraction=kept, circuit_fraction=circuit_kept(model, spec, batch, circuit), roles=roles)
 
 
 def reference_entries(a: Analysis) -> list[dict]:
@@ -241,7 +269,8 @@ def write_reference(a: Analysis) -> None:
     text = path.read_text()
     block = yaml.safe_dump({"reference": reference_entries(a)}, sort_keys=False, width=110, allow_unicode=True)
     note = (f"# reference: python -m evals.zoo.analysis {a.name} --write (seed {ANALYSIS_SEED}); complement of "
-            f"the circuit mean-ablated keeps {100 * a.kept_fraction:.0f}% of the metric.\n")
+            f"the circuit mean-ablated keeps {100 * a.kept_fraction:.0f}% of the metric, the circuit mean-ablated "
+            f"{100 * a.circuit_fraction:.0f}%.\n")
     new, k = re.subn(r"(?ms)^(# reference:[^\n]*\n)?reference:.*?(?=^[A-Za-z_]|\Z)", lambda _: note + block, text,
                      count=1)
     if k != 1:
@@ -257,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     a = analyse(args.name)
     print(f"{a.name}: metric clean {a.metric_clean:.3f} corrupt {a.metric_corrupt:.3f}; circuit {a.circuit}; "
-          f"complement ablated keeps {100 * a.kept_fraction:.1f}%")
+          f"complement ablated keeps {100 * a.kept_fraction:.1f}%, circuit ablated {100 * a.circuit_fraction:.1f}%")
     for e in sorted(a.evidence.values(), key=lambda e: -e.importance):
         att = " ".join(f"{k}:{v:.2f}" for k, v in e.attn_end.items())
         s2 = " ".join(f"{k}:{v:.2f}" for k, v in e.attn_s2.items())
