@@ -573,7 +573,11 @@ def _task_label(task: str) -> str:
 
 
 def summarise(results: Iterable[CellResult]) -> list[dict[str, Any]]:
-    """Rows of mean/std per (task, planner, permuted) over seeds, ok cells only."""
+    """Rows of mean/std per (task, planner, permuted) over seeds, ok cells only.
+
+    ``n`` counts the cells; a score undefined in a cell (e.g. the interchangeability AUC of an
+    all-singleton clustering) is left out of that score's mean.
+    """
     groups: dict[tuple[str, str, bool], list[CellResult]] = {}
     for r in results:
         if r.status == "ok":
