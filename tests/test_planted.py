@@ -194,3 +194,30 @@ def test_committed_weights_match_a_fresh_build() -> None:
     sd = saved.state_dict()
     for k, v in model.state_dict().items():
         assert torch.allclose(v, sd[k], atol=1e-6), k
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ground_truth_maps_through_head_permutation(name) -> None:
+    """Memorisation control: permute heads, rename the reference, and the roles still hold exactly."""
+    from evals.zoo import load_zoo_model
+    from tools import attention_patterns, permute_heads
+
+    model = load_zoo_model(name)
+    spec = load_task(name)
+    batch = spec.make_batch(model.tokenizer, 32, seed=3)
+    permuted, mapping = permute_heads(model, seed=1)
+    assert any(k != v for k, v in mapping.items())
+    # Function-preserving up to float32 rounding: the distractors' large all-ones outputs are summed in
+    # another order, which moves END logits by ~1e-4 (tools' exactness test uses random tiny models).
+    rows = torch.arange(batch.size)
+    a, b = model(batch.clean_ids)[rows, batch.end], permuted(batch.clean_ids)[rows, batch.end]
+    assert torch.allclose(a, b, atol=2e-3) and torch.equal(a.argmax(-1), b.argmax(-1))
+    mapped = spec.with_mapping(mapping)
+    old = {e.component: e.role for e in spec.reference}
+    new = {e.component: e.role for e in mapped.reference}
+    assert new == {str(mapping[Component.parse(c)]): r for c, r in old.items()}
+    # the head now named as the copier still does the copying
+    copier = next(e.parsed for e in mapped.reference if e.role in ("induction", "name mover"))
+    target = batch.position("NEXT" if name == "planted-induction" else "IO")
+    pat = attention_patterns(permuted, batch, [copier])[copier]
+    assert float(pat[torch.arange(batch.size), batch.end, target].mean()) > 0.9
