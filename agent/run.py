@@ -265,15 +265,21 @@ def _drive(run_dir: Path, run_id: str, ctx: Any, inputs: dict[str, Any] | None) 
 
 def _context(log: RunLog, cfg: RunConfig, setup: list[str], committed: int | None, factory: SandboxFactory,
              on_progress: Callable[[dict[str, Any]], None] | None, sandbox: Any = None,
-             wall_base_s: float = 0.0, backend: Any = None) -> Any:
+             wall_base_s: float = 0.0, backend: Any = None, warmup: list[str] | None = None) -> Any:
     from agent.actions import tool_specs
     from agent.planners.prompts import SYSTEM_PROMPT
     from agent.state import Journal, RunContext
 
     workspace = log.run_dir / "workspace"
     workspace.mkdir(parents=True, exist_ok=True)
+    def start() -> Any:
+        sb = factory(workspace, setup, cfg)
+        for code in warmup or []:  # restore the kernel state the current component's own cells built
+            sb.execute(code, timeout=cfg.cell_timeout_s)
+        return sb
+
     ctx = RunContext(journal=Journal(log, committed), backend=backend or make_backend(cfg),
-                     sandbox_factory=lambda: factory(workspace, setup, cfg), budget=cfg.budget,
+                     sandbox_factory=start, budget=cfg.budget,
                      system_prompt=SYSTEM_PROMPT, tool_specs=tool_specs(), threshold=cfg.threshold,
                      max_components=cfg.max_components, cell_timeout_s=cfg.cell_timeout_s,
                      wall_base_s=wall_base_s, on_progress=on_progress)
@@ -375,13 +381,32 @@ def _resume_locked(run_dir: Path, sandbox_factory: SandboxFactory | None, on_pro
     committed = int(values.get("log_seq", 1)) if has_checkpoint else 1
     wall = float((values.get("usage") or {}).get("wall_s", 0.0)) if has_checkpoint else 0.0
     ctx = _context(log, cfg, setup, committed, sandbox_factory or default_sandbox_factory, on_progress,
-                   wall_base_s=wall)
+                   wall_base_s=wall, warmup=warmup_cells(events))
     fr = started.config.get("framing") or {}
     inputs = None if has_checkpoint else {
         "question": started.question, "task": started.task, "model": started.model, "circuit": started.circuit,
         "frame": fr, "log_seq": 1}
     state = _drive(run_dir, started.run_id, ctx, inputs)
     return _outcome(run_dir, started.run_id, state)
+
+
+def warmup_cells(events: list[Any]) -> list[str]:
+    """``run_code`` cells of the unfinished component, in order: re-run (unlogged) in a resumed kernel so
+    that variables the planner defined before the kill exist again. Typed experiment cells need none.
+
+    >>> from agent.log import ToolCallEvent, ExecutionResultEvent
+    >>> evs = [ToolCallEvent(call_id="a", name="run_code", input={}, component="L0H1"),
+    ...        ExecutionResultEvent(call_id="a", code="x = 1", status="ok", component="L0H1")]
+    >>> warmup_cells(evs)
+    ['x = 1']
+    """
+    done = {e.component for e in events if e.kind == "conclusion"}
+    current = next((e.component for e in reversed(events) if e.kind == "tool_call" and e.component), None)
+    if current is None or current in done:
+        return []
+    names = {e.call_id: e.name for e in events if e.kind == "tool_call"}
+    return [e.code for e in events if e.kind == "execution_result" and e.component == current
+            and e.status == "ok" and names.get(e.call_id) == "run_code"]
 
 
 def replay_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
