@@ -9,7 +9,9 @@ A run lives in ``<runs>/<run_id>/``: ``events.jsonl`` (the log, the source of tr
   ``run_started`` with the whole config (incl. the setup cells), and drives the graph.
 * :func:`resume_run` reopens the log (a torn last line is cut), reads the last checkpoint, and
   continues the graph from it; events logged after that checkpoint are replayed by the
-  :class:`~agent.state.Journal`, never logged twice. A finished run is left as is.
+  :class:`~agent.state.Journal`, never logged twice. The fresh kernel re-runs (unlogged) the unfinished
+  component's ``run_code`` cells so state the planner built exists again. A run still being written
+  (its ``run.lock`` held) is refused; a finished run is left as is.
 * :func:`replay_run` re-runs a logged run with the ``replay`` planner into a new run directory.
 * :func:`run_status` derives a run's progress from its log only.
 
