@@ -65,6 +65,8 @@ from tools.components import Component
 from tools.errors import InterpAgentError
 
 INCONCLUSIVE = "inconclusive"
+NUDGE = ("You ended your turn without concluding. Call conclude_component for this component now (use role "
+         "'unclear role' with a low confidence if the evidence is not enough), or run more experiments.")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -300,7 +302,11 @@ def step(state: ResearchState, runtime: Runtime[RunContext]) -> dict:
             results.append(tool_result(tu.id, "finished"))
     if results:
         messages.append({"role": "user", "content": results})
-    done = concluded or finished or not resp.tool_uses
+    nudged = False
+    if not resp.tool_uses and not concluded and not any(m.get("content") == NUDGE for m in messages):
+        messages.append({"role": "user", "content": NUDGE})  # one reminder before giving up on the component
+        nudged = True
+    done = concluded or finished or (not resp.tool_uses and not nudged)
     usage.wall_s = ctx.wall_s()
     ctx.progress(phase="step", component=comp, steps=usage.steps, tool_calls=usage.tool_calls,
                  tokens=usage.tokens, usd=usage.usd, hypothesis=hyps[-1] if hyps else None)

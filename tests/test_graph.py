@@ -220,3 +220,20 @@ def test_a_run_whose_sandbox_cannot_start_leaves_nothing(tmp_path):
     with pytest.raises(RunError, match="no kernel"):
         start_run(_cfg(tmp_path, circuit=["L1H0"]), sandbox_factory=broken)
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_turn_without_tools_gets_one_reminder_then_the_component_ends(tmp_path, monkeypatch):
+    from agent.graph import NUDGE
+
+    turns = [LLMResponse(content=[TextBlock(text="I think it is a mover.")], stop_reason="end_turn"),
+             LLMResponse(content=[ToolUseBlock(id="c", name="conclude_component", input={
+                 "component": "L1H0", "role": "mover", "explanation": "x", "confidence": 0.4})]),
+             LLMResponse(content=[TextBlock(text="no idea")], stop_reason="end_turn"),
+             LLMResponse(content=[TextBlock(text="still no idea")], stop_reason="end_turn")]
+    backend = Scripted(turns)
+    monkeypatch.setattr("agent.run.make_backend", lambda cfg: backend)
+    out = start_run(_cfg(tmp_path, circuit=["L1H0", "L0H1"]), sandbox_factory=fake_factory())
+    assert backend.seen[1][-1] == {"role": "user", "content": NUDGE}
+    assert out.conclusions["L1H0"]["role"] == "mover"
+    assert out.conclusions["L0H1"]["inconclusive_reason"] == "planner stopped without a conclusion"
+    assert len(backend.seen) == 4
