@@ -39,6 +39,18 @@ def timed(fn, repeat: int, warmup: bool = True) -> float:
     return statistics.median(times)
 
 
+def paired(fa, fb, repeat: int) -> tuple[float, float]:
+    """Median times of ``fa`` and ``fb`` called alternately (so load drift on a shared machine hits both)."""
+    fa(), fb()
+    ta, tb = [], []
+    for _ in range(repeat):
+        for fn, acc in ((fa, ta), (fb, tb)):
+            t0 = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - t0)
+    return statistics.median(ta), statistics.median(tb)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=4)
@@ -71,17 +83,19 @@ def main() -> None:
     print(f"machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} cpus, load average {load:.1f}; batch {B} x seq {T}")
 
-    fwd = timed(lambda: model(clean), args.repeat)
+    plain = lambda: model(clean)  # noqa: E731
+    fwd, abl = paired(plain, lambda: ablate(model, batch, ["L5H3"], method="zero"), 3 * args.repeat)
     print(f"raw batched forward:            {fwd * 1e3:8.1f} ms  ({B}x{T} tokens)")
-
-    abl = timed(lambda: ablate(model, batch, ["L5H3"], method="zero"), args.repeat)
     print(f"ablate (zero, 1 head):          {abl * 1e3:8.1f} ms  = {abl / fwd:5.3f} x forward   (target <= 1.10)")
-    abl12 = timed(lambda: ablate(model, batch, heads[:12] + heads[-12:], method="zero"), args.repeat)
-    print(f"ablate (zero, 24 heads):        {abl12 * 1e3:8.1f} ms  = {abl12 / fwd:5.3f} x forward")
-    ablm = timed(lambda: ablate(model, batch, ["L5H3"], method="mean"), args.repeat)
-    print(f"ablate (mean, 1 head, incl. reference forward): {ablm * 1e3:8.1f} ms  = {ablm / fwd:5.3f} x forward")
+    f2, abl24 = paired(plain, lambda: ablate(model, batch, heads[:12] + heads[-12:], method="zero"), args.repeat)
+    print(f"ablate (zero, 24 heads):        {abl24 * 1e3:8.1f} ms  = {abl24 / f2:5.3f} x forward")
+    f3, ablm = paired(plain, lambda: ablate(model, batch, ["L5H3"], method="mean"), args.repeat)
+    print(f"ablate (mean, 1 head in layer 5; reference forward stops after layer 5): {ablm * 1e3:8.1f} ms  "
+          f"= {ablm / f3:5.3f} x forward")
 
     sweep_t = timed(lambda: patching_sweep(model, batch, logit_diff, components=heads), 1, warmup=False)
+    fwd_after = timed(plain, args.repeat)
+    fwd = statistics.median([fwd, f2, f3, fwd_after])  # forward time around the sweep
     ratio = sweep_t / (len(heads) * fwd)
     print(f"exact per-head sweep:           {sweep_t:8.2f} s   for {len(heads)} variants; "
           f"÷ (n_variants x forward) = {ratio:5.3f}   (target <= 1.15)")

@@ -308,12 +308,14 @@ def patch(model: Model, batch: TaskBatch, components, positions: Positions = Non
 
 def patching_sweep(model: Model, batch: TaskBatch, metric: str | Metric = "logit_diff", components=None,
                    positions: Positions = None, direction: Direction = "clean_to_corrupt",
-                   max_tokens: int = 16384) -> dict[Component, float]:
+                   max_tokens: int = 2048) -> dict[Component, float]:
     """Exact effect of patching each component alone: ``metric(patched) - metric(target)``.
 
     Batched: the target prompts are repeated ``k`` times along the batch and chunk ``i`` has component
     ``i`` patched, so one forward covers ``k`` variants (``k * B * T <= max_tokens``). Equals a loop of
-    single :func:`patch` calls (tested). Components default to every head.
+    single :func:`patch` calls (tested). Components default to every head. The default ``max_tokens``
+    (2048) was the sweet spot on CPU (per-variant cost rises again for very large stacked batches, and
+    the logits alone are ``k * B * T * vocab`` floats).
     """
     metric = get_metric(metric)
     src, tgt = _pair(model, batch, direction)
