@@ -7,7 +7,8 @@ appends an ``evaluation`` event to the log:
 - interchangeability (``ic_*``): AUC of the agent's clustering, of the task's reference clustering and
   of random clusterings with the same sizes (null mean), each with its null percentile;
 - replication (``rep_*``) against the task's reference circuit: component P/R/F1, ARI/NMI, role-label
-  agreement by the synonym table (and by an LLM judge when one is given);
+  agreement by the synonym table, and by a Claude judge when ANTHROPIC_API_KEY is set (its prompt and
+  verdicts go into the event's details);
 - ground truth (``gt_*``) on planted models: exact component F1 and role ARI;
 - faithfulness (``faith_*``) of the agent's and the reference circuit, and the area under the top-k
   curve of the agent's ranking;
@@ -244,8 +245,16 @@ def score_run(data: RunData, *, seed: int | None = None, n_prompts: int | None =
             rnd = score_clustering(ic, random_clustering(members, sizes, seed=seed), n_null=0)
             scores["ic_auc_random"] = rnd.auc if rnd.defined else None
     if ref_roles:
-        rep = replication_score({c: data.roles[c] for c in data.circuit}, ref_roles,
-                                agent_clusters=agent_clusters or None, agent_components=data.circuit, judge=judge)
+        agent_roles = {c: data.roles[c] for c in data.circuit}
+        try:
+            rep = replication_score(agent_roles, ref_roles, agent_clusters=agent_clusters or None,
+                                    agent_components=data.circuit, judge=judge)
+        except Exception as e:  # noqa: BLE001 - a failing judge (API down, bad answer) costs only its score
+            if judge is None:
+                raise
+            details["judge_error"] = f"{type(e).__name__}: {e}"[:500]
+            rep = replication_score(agent_roles, ref_roles, agent_clusters=agent_clusters or None,
+                                    agent_components=data.circuit)
         scores.update(rep_precision=rep.components.precision, rep_recall=rep.components.recall,
                       rep_f1=rep.components.f1, rep_ari=rep.clusters.ari, rep_nmi=rep.clusters.nmi,
                       rep_roles=rep.roles.fraction)
@@ -269,6 +278,21 @@ def score_run(data: RunData, *, seed: int | None = None, n_prompts: int | None =
         details["faithfulness_curve"] = curve.model_dump()
     scores.update({f"cost_{k}": _nan(v) for k, v in data.cost.items()})
     return scores, details
+
+
+def default_judge(use: bool | None = None) -> Any:
+    """The LLM judge backend: Claude when ``use`` is True, or None (auto) and ANTHROPIC_API_KEY is set.
+
+    >>> default_judge(False) is None
+    True
+    """
+    if use is False or (use is None and not os.environ.get("ANTHROPIC_API_KEY")):
+        return None
+    if not os.environ.get("ANTHROPIC_API_KEY"):
+        raise BenchError("the LLM judge needs ANTHROPIC_API_KEY", fix="export ANTHROPIC_API_KEY or use --no-judge")
+    from agent.llm.claude import ClaudeBackend
+
+    return ClaudeBackend()
 
 
 def evaluate_run(run_dir: str | Path, *, append: bool = True, **kwargs: Any) -> dict[str, Any]:
@@ -341,6 +365,8 @@ class BenchConfig(_Data):
     """GPUs per investigation; None: 0 for zoo models, 1 for other models when CUDA is available."""
     n_prompts: int = Field(32, ge=2)
     n_null: int = Field(200, ge=0)
+    judge: bool | None = None
+    """Judge role labels with Claude too: None = when ANTHROPIC_API_KEY is set."""
     max_steps: int | None = None
     """Planner steps per component (the run budget's max_steps; None: the default budget)."""
     sandbox: Literal["local", "docker"] = "local"
@@ -445,7 +471,7 @@ def run_cell(cell: Cell, cfg: BenchConfig, home: str | None = None) -> CellResul
                        sandbox=cfg.sandbox, unsafe_no_isolation=cfg.unsafe_no_isolation, **kwargs)
         outcome = start_run(rc)
         run_dir = outcome.run_dir
-        ev = evaluate_run(run_dir, n_null=cfg.n_null)
+        ev = evaluate_run(run_dir, n_null=cfg.n_null, judge=default_judge(cfg.judge))
         return CellResult(**base, status="ok", run_dir=run_dir, scores=ev["scores"], wall_s=time.monotonic() - t0)
     except Exception as e:  # noqa: BLE001 - a failed cell is a result, not a crashed benchmark
         return CellResult(**base, status="error", note=f"{type(e).__name__}: {e}"[:500], run_dir=run_dir,

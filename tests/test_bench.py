@@ -18,6 +18,7 @@ import yaml
 
 from agent.bench import (
     BenchConfig,
+    BenchError,
     Cell,
     CellResult,
     evaluate_run,
@@ -274,3 +275,27 @@ def test_bench_cli_builds_the_config(tmp_path, monkeypatch):
     assert (cfg.seeds, cfg.permute_heads, cfg.executor, cfg.out, cfg.ray_address) == (2, 3, "inline", str(tmp_path), "auto")
     assert len(cfg.cells()) == 2 * 2 * 2 * 2
     assert main(["bench", "--executor", "threads", "--out", str(tmp_path)]) == 2
+
+
+def test_llm_judge_in_evaluation_and_a_failing_judge_costs_only_its_score(bench_task, tmp_path, monkeypatch):
+    from agent.bench import default_judge
+
+    class Judge:
+        def __init__(self, fail: bool) -> None:
+            self.fail = fail
+
+        def complete(self, *, system, messages, tools, max_tokens=4096):
+            if self.fail:
+                raise ConnectionError("API down")
+            return '[{"component": "L1H0", "same": true, "reason": "ok"}]'
+
+    run_dir = fake_investigation(bench_task, load_task(bench_task).model, 0, tmp_path)
+    good = evaluate_run(run_dir, n_null=10, judge=Judge(False), append=False)
+    assert "rep_roles_llm" in good["scores"] and good["details"]["replication"]["judge"]["prompt"]
+    bad = evaluate_run(run_dir, n_null=10, judge=Judge(True), append=False)
+    assert "rep_roles_llm" not in bad["scores"] and "API down" in bad["details"]["judge_error"]
+    assert bad["scores"]["rep_f1"] == good["scores"]["rep_f1"]
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    assert default_judge() is None
+    with pytest.raises(BenchError, match="ANTHROPIC_API_KEY"):
+        default_judge(True)

@@ -25,28 +25,20 @@ def register(app: typer.Typer) -> None:
         out: Annotated[str | None, typer.Option("--out", help="Runs directory to look the run id up in.")] = None,
         seed: Annotated[int | None, typer.Option("--seed", help="Prompt seed for scoring (default: the run's).")] = None,
         n_null: Annotated[int, typer.Option("--n-null", help="Random clusterings in the null distribution.")] = 200,
-        judge: Annotated[bool, typer.Option("--judge/--no-judge",
-                                            help="Also judge role labels with Claude (needs ANTHROPIC_API_KEY).")] = False,
+        judge: Annotated[bool | None, typer.Option(
+            "--judge/--no-judge", help="Also judge role labels with Claude (default: when ANTHROPIC_API_KEY is set).")
+        ] = None,
         no_append: Annotated[bool, typer.Option("--no-append", help="Do not write the evaluation event.")] = False,
     ) -> None:
         """Score one run: interchangeability, replication, ground truth, faithfulness, cost."""
-        import os
-
         from rich.table import Table
 
-        from agent.bench import BenchError, evaluate_run
+        from agent.bench import default_judge, evaluate_run
         from agent.cli import emit
         from agent.run import resolve_run
 
         run_dir = resolve_run(run, out)
-        backend = None
-        if judge:
-            if not os.environ.get("ANTHROPIC_API_KEY"):
-                raise BenchError("--judge needs ANTHROPIC_API_KEY", fix="export ANTHROPIC_API_KEY or drop --judge")
-            from agent.llm.claude import ClaudeBackend
-
-            backend = ClaudeBackend()
-        res = evaluate_run(run_dir, append=not no_append, seed=seed, n_null=n_null, judge=backend)
+        res = evaluate_run(run_dir, append=not no_append, seed=seed, n_null=n_null, judge=default_judge(judge))
         t = Table(title=f"evaluation of {run_dir.name}", header_style="bold")
         t.add_column("score")
         t.add_column("value", justify="right")
@@ -68,6 +60,9 @@ def register(app: typer.Typer) -> None:
         n_prompts: Annotated[int, typer.Option("--n-prompts", help="Prompts per batch.", min=2)] = 32,
         max_steps: Annotated[int | None, typer.Option("--max-steps", help="Planner steps per component.")] = None,
         n_null: Annotated[int, typer.Option("--n-null", help="Random clusterings in each null distribution.")] = 200,
+        judge: Annotated[bool | None, typer.Option(
+            "--judge/--no-judge", help="Judge role labels with Claude too (default: when ANTHROPIC_API_KEY is set).")
+        ] = None,
         unsafe_no_isolation: Annotated[bool, typer.Option(
             "--unsafe-no-isolation", help="Run the sandbox kernel without isolation.")] = False,
     ) -> None:
@@ -80,7 +75,7 @@ def register(app: typer.Typer) -> None:
             raise BenchError(f"unknown executor {executor!r}", fix="use --executor ray or --executor inline")
         cfg = BenchConfig(tasks=_split(tasks), planners=_split(planners), seeds=seeds, permute_heads=permute_heads,
                           ray_address=ray_address, executor=executor, out=out or str(home_dir() / "bench"),
-                          n_prompts=n_prompts, max_steps=max_steps, n_null=n_null,
+                          n_prompts=n_prompts, max_steps=max_steps, n_null=n_null, judge=judge,
                           unsafe_no_isolation=unsafe_no_isolation)
         res = run_bench(cfg, progress=not STATE.json)
         if STATE.json:
