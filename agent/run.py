@@ -180,8 +180,8 @@ def resolve_run(run: str | Path, out: str | Path | None = None) -> Path:
                    fix="pass a run directory or a run id from the runs directory (see --out)")
 
 
-def _check_setup(sb: Any) -> str | None:
-    """Run a probe cell: the model's fingerprint; raise if the setup cells failed."""
+def _check_setup(sb: Any, circuit: list[str] | None = None) -> str | None:
+    """Run a probe cell: the model's fingerprint, and that every ``--circuit`` component exists in it."""
     res = sb.execute("_result = {'fingerprint': model.fingerprint()}", timeout=120)
     status = getattr(res, "status", "ok")
     if status != "ok":
@@ -189,6 +189,19 @@ def _check_setup(sb: Any) -> str | None:
                        f"{getattr(res, 'error_value', '')})",
                        fix="check --model / --task (interp-agent zoo list, interp-agent tasks list)")
     data = getattr(res, "data", None) or {}
+    if circuit:
+        chk = sb.execute("_bad = []\n"
+                         f"for _c in {circuit!r}:\n"
+                         "    try:\n"
+                         "        model.check(Component.parse(_c))\n"
+                         "    except Exception as _e:\n"
+                         "        _bad.append(f'{_c}: {_e}')\n"
+                         "_result = {'bad': _bad, 'n_layers': model.n_layers, 'n_heads': model.n_heads}", timeout=60)
+        info = getattr(chk, "data", None) or {}
+        if getattr(chk, "status", "ok") == "ok" and info.get("bad"):
+            raise RunError(f"--circuit names components this model lacks: {'; '.join(info['bad'])}",
+                           fix=f"the model has {info.get('n_layers')} layers x {info.get('n_heads')} heads "
+                               "(layers and heads count from 0)")
     return data.get("fingerprint") if isinstance(data, dict) else None
 
 
@@ -296,6 +309,10 @@ def start_run(cfg: RunConfig, *, sandbox_factory: SandboxFactory | None = None,
     from agent.actions import setup_cells
     from agent.framing import frame_question
 
+    if cfg.circuit:
+        from tools.components import parse_components
+
+        cfg = cfg.model_copy(update={"circuit": [str(c) for c in parse_components(cfg.circuit)]})
     fr = frame_question(cfg.question, task=cfg.task, model=cfg.model)
     backend = make_backend(cfg)
     run_id = run_id or new_run_id()
@@ -319,7 +336,7 @@ def _start_locked(cfg: RunConfig, fr: Any, backend: Any, run_id: str, run_dir: P
     workspace.mkdir(parents=True, exist_ok=True)
     sb = factory(workspace, setup, cfg)
     try:
-        fingerprint = _check_setup(sb)
+        fingerprint = _check_setup(sb, cfg.circuit)
         log = RunLog(run_dir)
         log.append(RunStartedEvent(
             run_id=run_id, question=cfg.question, task=fr.task, model=fr.model, model_fingerprint=fingerprint,

@@ -138,7 +138,7 @@ def test_malformed_tool_input_goes_back_as_tool_error(tmp_path, monkeypatch):
     assert sum(1 for e in events if e.kind == "error" and e.where.startswith("tool.")) == 2
 
 
-@pytest.mark.parametrize("crash_after", [1, 4, 9, 17])
+@pytest.mark.parametrize("crash_after", [2, 5, 10, 18])
 def test_resume_after_crash_matches_uninterrupted_run(tmp_path, crash_after):
     ref = start_run(_cfg(tmp_path / "ref", circuit=CIRCUIT[:3]), sandbox_factory=fake_factory())
     ref_kinds = [(e.kind, e.component) for e in read_events(ref.run_dir)]

@@ -33,11 +33,21 @@ class ExecSandbox:
     isolation = "exec (tests)"
 
     def __init__(self, crash_at: int | None = None):
+        from tools.components import Component
+        from tools.errors import ComponentError
+
         class M:
+            n_layers, n_heads = 2, 4
+
             def fingerprint(self):
                 return "0" * 64
 
-        self.ns = {"model": M()}
+            def check(self, c):
+                if c.layer >= self.n_layers or (c.head is not None and c.head >= self.n_heads):
+                    raise ComponentError(f"{c} is out of range")
+                return c
+
+        self.ns = {"model": M(), "Component": Component}
         self.n = 0
         self.crash_at = crash_at
 
@@ -79,9 +89,18 @@ def test_resume_restores_kernel_state_of_the_unfinished_component(tmp_path, monk
     cfg = RunConfig(question="q", task="toy-ioi", model="toy-ioi", planner="offline", out=str(tmp_path),
                     n_prompts=8, circuit=["L1H0"])
     started: list[Path] = []
-    with pytest.raises(Crash):  # cell 1 = fingerprint, 2 = x = 41, 3 = the cell using x: killed
-        start_run(cfg, sandbox_factory=lambda w, s, c: ExecSandbox(crash_at=3), on_started=started.append)
+    with pytest.raises(Crash):  # cells: 1 fingerprint, 2 circuit check, 3 x = 41, 4 the cell using x: killed
+        start_run(cfg, sandbox_factory=lambda w, s, c: ExecSandbox(crash_at=4), on_started=started.append)
     out = resume_run(started[0], sandbox_factory=lambda w, s, c: ExecSandbox())
     assert out.conclusions["L1H0"]["role"] == "name mover"
     res = [e for e in read_events(started[0]) if e.kind == "execution_result"]
     assert [(e.call_id, e.status, e.data) for e in res] == [("a", "ok", None), ("b", "ok", {"x": 42})]
+
+
+def test_circuit_components_the_model_lacks_are_refused_before_the_run(tmp_path):
+    cfg = RunConfig(question="q", task="toy-ioi", model="toy-ioi", planner="offline", out=str(tmp_path),
+                    n_prompts=8, circuit=["L1H0", "L9H9", "L1H0"])
+    with pytest.raises(RunError, match="L9H9") as e:
+        start_run(cfg, sandbox_factory=lambda w, s, c: ExecSandbox())
+    assert "2 layers x 4 heads" in str(e.value)
+    assert list(tmp_path.iterdir()) == []
