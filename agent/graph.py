@@ -35,7 +35,6 @@ through the :class:`agent.state.Journal`, so a node re-run after a kill re-uses 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -427,14 +426,3 @@ def build_graph(checkpointer: Any = None) -> Any:
     g.add_edge("cluster", "report")
     g.add_edge("report", END)
     return g.compile(checkpointer=checkpointer)
-
-
-def recursion_limit(n_components: int, max_steps: int | None) -> int:
-    """Enough LangGraph supersteps for ``n_components`` × (``max_steps`` + 2) + the fixed nodes."""
-    per = (max_steps or 50) + 3
-    return max(100, n_components * per + 20, 40 * per)
-
-
-def dumps(obj: Any) -> str:
-    """Stable JSON (for hashing configs)."""
-    return json.dumps(obj, sort_keys=True, default=str)
