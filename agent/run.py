@@ -46,7 +46,7 @@ from agent.log import (
     run_finished,
     run_started,
 )
-from agent.paths import runs_dir
+from agent.paths import resolve_run, runs_dir
 from tools.errors import InterpAgentError
 
 CHECKPOINTS = "checkpoints.sqlite"
@@ -166,18 +166,6 @@ def default_sandbox_factory(workspace: Path, setup: list[str], cfg: RunConfig) -
                       unsafe_no_isolation=cfg.unsafe_no_isolation, **opts)
     sb.start()
     return sb
-
-
-def resolve_run(run: str | Path, out: str | Path | None = None) -> Path:
-    """A run directory from a path or a run id (looked up under the runs directory)."""
-    p = Path(run).expanduser()
-    if (p / "events.jsonl").exists():
-        return p
-    cand = runs_dir(out) / str(run)
-    if (cand / "events.jsonl").exists():
-        return cand
-    raise RunError(f"no run {str(run)!r} (no events.jsonl at {p} or {cand})",
-                   fix="pass a run directory or a run id from the runs directory (see --out)")
 
 
 def _check_setup(sb: Any, circuit: list[str] | None = None) -> str | None:

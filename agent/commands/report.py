@@ -6,31 +6,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from agent.replay import ReplayError
-
-
-def resolve_run(run: str, out: str | None = None) -> Path:
-    """A run directory from a path, a run id under the runs folder, or ``last`` (most recent run)."""
-    from agent.paths import runs_dir
-
-    p = Path(run).expanduser()
-    if (p / "events.jsonl").is_file():
-        return p
-    root = runs_dir(out)
-    if run == "last":
-        runs = sorted(d for d in root.iterdir() if (d / "events.jsonl").is_file())
-        if not runs:
-            raise ReplayError(f"no runs under {root}", fix="run `interp-agent investigate ...` first, or pass --out")
-        return runs[-1]
-    if (root / run / "events.jsonl").is_file():
-        return root / run
-    raise ReplayError(f"no run {run!r} (looked for {p}/events.jsonl and {root / run}/events.jsonl)",
-                      fix="pass a run directory or a run id from `ls " + str(root) + "`, or `last`")
+from agent.paths import resolve_run
 
 
 def _ratio(x: float | None) -> str:

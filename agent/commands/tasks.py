@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         specs = list_tasks()
         t = Table(title="tasks", header_style="bold")
         for col in ("name", "model", "metric", "roles", "reference", "source"):
-            t.add_column(col)
+            t.add_column(col, no_wrap=col == "name")
         rows = []
         for s in specs:
             sources = sorted({part.strip() for e in s.reference for part in e.source.split(";")})

@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         t = Table(title="model zoo (evals/zoo/models)", header_style="bold")
         for col, just in (("name", "left"), ("kind", "left"), ("architecture", "left"), ("params", "right"),
                           ("accuracy", "right"), ("train time", "right"), ("task", "left"), ("reference", "left")):
-            t.add_column(col, justify=just)
+            t.add_column(col, justify=just, no_wrap=col == "name")
         for e in entries:
             arch = f"{e.architecture} {e.n_layers}L×{e.n_heads}H d{e.d_model}"
             t.add_row(e.name, e.kind, arch, f"{e.params:,}", f"{100 * e.accuracy:.1f}%",
