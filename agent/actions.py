@@ -172,6 +172,76 @@ class AttributionSweep(_Tool):
         ] if self.zero_ablation else []))
 
 
+class RedundancyCheck(_Tool):
+    """Find redundant heads: ablate each layer's heads together (minus ``exclude``) and, where that joint
+    effect far exceeds the members' single effects, every pair inside; reports the pairs that matter jointly."""
+
+    exclude: ComponentList = Field(default_factory=list, description="Components already kept (left out of groups).")
+    threshold: float = Field(0.10, ge=0, description="A pair is kept when its joint effect >= this fraction of the gap")
+    synergy: float = Field(2.0, ge=1, description="... and >= synergy x the sum of its members' |single effects|.")
+    method: Literal["mean", "zero"] = "mean"
+    prompts: PromptSet = "main"
+
+    def to_code(self) -> str:
+        """One cell, batched: variants (a set of heads ablated together) are stacked along the batch, one
+        chunk of the repeated prompts per variant, ``max(1, 4096 // (B*T))`` variants per forward; each head is
+        replaced by its mean output over the prompts (per position) or zero in the rows of the variants
+        that ablate it. Pass 1: every group member alone and each layer's group (the layer's heads not in
+        ``exclude``, when ≥ 2). A group is *flagged* when joint ≥ threshold and ≥ synergy × Σ|single|.
+        Pass 2: every pair inside a flagged group; a pair passing the same two tests is *kept*, with why."""
+        return _cell(f"redundancy check ({self.method} ablation) of each layer's heads, excluding "
+                     f"{','.join(self.exclude) or 'none'}, on the {self.prompts} prompts", [
+            "import itertools as _it",
+            f"_b = batches[{self.prompts!r}]",
+            "_m0 = _base(_b)",
+            f"_T, _S, _excl = {self.threshold!r}, {self.synergy!r}, set({self.exclude!r})",
+            "_groups = {}",
+            "for _c in model.components('heads'):",
+            "    if str(_c) not in _excl:",
+            "        _groups.setdefault(f'L{_c.layer}', []).append(str(_c))",
+            "_groups = {k: v for k, v in _groups.items() if len(v) >= 2}",
+            "_ids = _b.clean_ids.to(model.device)",
+            "_B = _ids.shape[0]",
+            "_all = [c for g in _groups.values() for c in g]",
+            "_cache = tools.run_with_cache(model, _ids, parse_components(_all))[1] if _all else {}",
+            "_ref = {str(c): " + ("a.mean(0, keepdim=True)" if self.method == "mean" else "torch.zeros_like(a[:1])")
+            + " for c, a in _cache.items()}",
+            "def _joint(variants):",
+            "    out, k = {}, max(1, 4096 // _ids.numel())",
+            "    for s in range(0, len(variants), k):",
+            "        ch, iv = variants[s:s + k], {}",
+            "        for c in dict.fromkeys(c for v in ch for c in v):",
+            "            rows = torch.tensor([c in v for v in ch], device=model.device).repeat_interleave(_B)",
+            "            iv[c] = (lambda r, m: (lambda o: torch.where(r[:, None, None], m.expand_as(o), o)))(rows, _ref[c])",
+            "        lg = tools.run_with_interventions(model, _ids.repeat(len(ch), 1), iv)",
+            "        for i, v in enumerate(ch):",
+            "            fx = _m0['clean'] - float(metric(lg[i * _B:(i + 1) * _B], _b))",
+            "            out[','.join(v)] = fx / _m0['gap'] if _m0['gap'] else 0.0",
+            "    return out",
+            "_single = _joint([[c] for c in _all])",
+            "_gj = _joint(list(_groups.values()))",
+            "_gres, _todo = {}, []",
+            "for _l, _g in _groups.items():",
+            "    _j, _s = _gj[','.join(_g)], sum(abs(_single[c]) for c in _g)",
+            "    _gres[_l] = {'heads': _g, 'joint': _j, 'sum_single': _s, 'flagged': _j >= _T and _j >= _S * _s}",
+            "    if _gres[_l]['flagged']:",
+            "        _todo += [list(p) for p in _it.combinations(_g, 2)]",
+            "_pairs = _joint(_todo) if _todo else {}",
+            "_kept = {}",
+            "for _p, _j in sorted(_pairs.items(), key=lambda kv: -kv[1]):",
+            "    _a, _c2 = _p.split(',')",
+            "    if _j >= _T and _j >= _S * (abs(_single[_a]) + abs(_single[_c2])):",
+            "        for _x, _y in ((_a, _c2), (_c2, _a)):",
+            "            _e = _kept.setdefault(_x, {'partners': [], 'joint': _j, 'why': []})",
+            "            _e['partners'].append(_y)",
+            "            _e['why'].append(f'{_x}+{_y} ablated together remove {_j:.2f} of the gap '",
+            "                             f'(alone: {_x} {_single[_x]:+.3f}, {_y} {_single[_y]:+.3f})')",
+            "_kept = {k: {**v, 'why': '; '.join(v['why'])} for k, v in _kept.items()}",
+            f"_result = {self.meta()!r}",
+            "_result.update(_m0, single=_single, groups=_gres, pairs=_pairs, kept=_kept)",
+        ])
+
+
 class Attention(_Tool):
     """Where a head attends from the scored position, in task terms (fraction on IO, S1, S2, previous token, BOS...)."""
 
@@ -304,6 +374,7 @@ TOOLS: dict[str, type[_Tool]] = {
     "patch": Patch,
     "path_patch": PathPatch,
     "attribution_sweep": AttributionSweep,
+    "redundancy_check": RedundancyCheck,
     "attention": Attention,
     "logit_attribution": LogitAttribution,
     "head_scores": HeadScores,

@@ -12,7 +12,12 @@
   |effect| ≥ ``threshold`` (default 10%) of the clean − corrupt metric gap, largest first, at most
   ``max_components`` (default 8), ordered by layer from the last (then by |effect|). (Patching and mean ablation cannot see a feature that is the same
   on every prompt, e.g. a duplicate-token flag at a fixed position; zero ablation can.) When none
-  passes, the 3 largest are kept (logged as an ``error`` event saying so).
+  passes, the 3 largest are kept (logged as an ``error`` event saying so). Then a **redundancy check**
+  (a second logged cell, ``redundancy_check``): a head of a redundant pair does nothing alone, so each
+  layer's heads not yet kept are mean-ablated together; where that joint effect is ≥ ``threshold`` and
+  ≥ 2× the sum of the members' |single| effects, every pair inside is ablated (batched), and the members
+  of pairs passing the same two tests are kept too (within ``max_components``), their partner and the
+  numbers going into the component's brief (``REDUNDANT WITH:``) and the cell's result saying why.
 * **step**: one planner turn for the current component: the system prompt, the conversation and the
   tool specs go to ``backend.complete``; each ``tool_use`` is validated (a malformed input goes back as
   a ``tool_result`` with ``is_error``, never a crash), executed (experiments as code cells in the
@@ -42,7 +47,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from pydantic import ValidationError
 
-from agent.actions import EXPERIMENT_TOOLS, TOOLS, AttributionSweep, result_text
+from agent.actions import EXPERIMENT_TOOLS, TOOLS, AttributionSweep, RedundancyCheck, result_text
 from agent.budget import BudgetUsage, exceeded, is_run_wide
 from agent.llm.types import LLMResponse, tool_result
 from agent.log import (
@@ -168,11 +173,43 @@ def localise(state: ResearchState, runtime: Runtime[RunContext]) -> dict:
         ctx.journal.emit(ErrorEvent(where="localise", recoverable=True, message=(
             f"no component reaches |effect| >= {ctx.threshold:.0%} of the gap; investigating the 3 largest "
             f"({', '.join(keep)}); pass --circuit to choose")))
+    redundant = _redundancy(ctx, keep)
+    added = [c for c in sorted(redundant, key=lambda c: (-redundant[c]["joint"], c)) if c not in keep]
+    room = max(0, ctx.max_components - len(keep))
+    if len(added) > room:
+        ctx.journal.emit(ErrorEvent(where="localise", recoverable=True, message=(
+            f"redundant heads {', '.join(added[room:])} left out: max_components ({ctx.max_components}) reached; "
+            "raise --max-components to investigate them")))
+    keep += added[:room]
+    redundant = {c: v for c, v in redundant.items() if c in keep}
     # work backwards from the logits: later layers first, so a component's downstream readers are
     # concluded before it is investigated (the offline planner path-patches into them)
-    keep.sort(key=lambda c: (-Component.parse(c).layer, -abs(fracs[c])))
-    return {**base, "components": keep, "localisation": {"effect_frac": fracs, "seq": ev.seq},
+    keep.sort(key=lambda c: (-Component.parse(c).layer, -abs(fracs.get(c, 0.0))))
+    return {**base, "components": keep, "localisation": {"effect_frac": fracs, "seq": ev.seq, "redundant": redundant},
             "log_seq": ctx.journal.position}
+
+
+def _redundancy(ctx: RunContext, keep: list[str]) -> dict[str, dict[str, Any]]:
+    """The redundancy check after the single-component sweep (one logged cell, ``redundancy_check``).
+
+    A head of a redundant pair has no effect alone, so the sweep misses it. Each layer's heads that were
+    not kept are mean-ablated together; a group whose joint effect is ≥ the threshold and ≥ 2× the sum of
+    its members' |single| effects has every pair inside tested, and the members of pairs passing the
+    same two tests are returned: ``{head: {"partners", "joint", "why"}}`` (the why is in the logged cell's
+    result). A failed cell is logged as a recoverable error and changes nothing.
+    """
+    tool = RedundancyCheck(exclude=keep, threshold=ctx.threshold)
+    call_id = "localise-redundancy"
+    ctx.journal.emit(ToolCallEvent(call_id=call_id, name="redundancy_check", input=tool.model_dump(mode="json")))
+    ev = execute_cell(ctx, call_id, tool.to_code(), None)
+    kept = ev.data.get("kept") if ev.status == "ok" and isinstance(ev.data, dict) else None
+    if not isinstance(kept, dict):
+        ctx.journal.emit(ErrorEvent(where="localise", recoverable=True, message=(
+            f"the redundancy check failed ({ev.status}: {ev.error_name}: {ev.error_value}); going on with the "
+            "components the sweep kept")))
+        return {}
+    return {str(c): {"partners": list(v.get("partners") or []), "joint": float(v.get("joint") or 0.0),
+                     "why": str(v.get("why") or "")} for c, v in kept.items() if isinstance(v, dict)}
 
 
 def start_component(state: ResearchState, runtime: Runtime[RunContext]) -> dict:
@@ -182,11 +219,12 @@ def start_component(state: ResearchState, runtime: Runtime[RunContext]) -> dict:
     comp = comps[state["index"]]
     fr = state.get("frame") or {}
     effect = (state.get("localisation") or {}).get("effect_frac", {}).get(comp)
+    redundant = ((state.get("localisation") or {}).get("redundant") or {}).get(comp)
     concluded = {c: v["role"] for c, v in (state.get("conclusions") or {}).items()}
     brief = component_brief(comp, question=state["question"], task=state.get("task", ""),
                             description=fr.get("description", ""), roles=fr.get("roles", []),
                             metric=fr.get("metric", "logit_diff"), effect=effect,
-                            others=[c for c in comps if c != comp], concluded=concluded)
+                            others=[c for c in comps if c != comp], concluded=concluded, redundant=redundant)
     usage = BudgetUsage(**(state.get("usage") or {}))
     usage.steps = 0
     ctx.progress(phase="component", component=comp, index=state["index"], total=len(comps), components=list(comps))

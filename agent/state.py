@@ -58,7 +58,8 @@ class ResearchState(TypedDict, total=False):
     components: list[str]
     """Components to investigate, in order."""
     localisation: dict[str, Any]
-    """The localisation sweep's numbers (component → effect fraction), when one ran."""
+    """The localisation sweep's numbers (``effect_frac``: component → effect fraction, ``seq``) and the
+    redundancy check's kept heads (``redundant``: head → partners, joint effect, why), when they ran."""
     index: int
     """Index into ``components`` of the component under investigation."""
     messages: list[dict[str, Any]]

@@ -75,6 +75,39 @@ def test_localisation_keeps_components_above_threshold(tmp_path):
     assert "L0H3" not in comps
 
 
+def test_localisation_keeps_redundant_pair_found_by_joint_ablation(tmp_path):
+    # L0H0 and L0H3 do nothing alone (below the threshold) but ablating both removes half the gap
+    sig = {**SIGNATURES,
+           "L0H0": {"abl": 0.01, "pat": 0.0, "dla": 0.0, "attn": {"IO": 0.1, "S1": 0.1, "S2": 0.1},
+                    "scores": {"copying": 0.0, "previous_token": 0.9, "induction": 0.0, "duplicate_token": 0.0},
+                    "partner": "L0H3", "joint": 0.5},
+           "L0H3": {**SIGNATURES["L0H3"], "partner": "L0H0", "joint": 0.5}}
+    out = start_run(_cfg(tmp_path), sandbox_factory=fake_factory(signatures=sig))
+    assert out.status == "completed"
+    events = _check_log(out.run_dir)
+    call = next(e for e in events if e.kind == "tool_call" and e.name == "redundancy_check")
+    assert call.call_id == "localise-redundancy" and call.input["exclude"] == ["L1H0", "L0H1", "L0H2", "MLP0",
+                                                                                 "L1H1"]
+    assert list(out.conclusions) == ["L1H0", "L1H1", "L0H1", "L0H2", "MLP0", "L0H3", "L0H0"]  # by layer, |effect|
+    l0h0, l0h3 = out.conclusions["L0H0"], out.conclusions["L0H3"]
+    assert l0h0["role"] == "previous token" and "Redundant with L0H3" in l0h0["explanation"]
+    assert l0h3["role"] == "indirect contributor" and "Redundant with L0H0" in l0h3["explanation"]
+    # the partner is in the brief, and the joint ablation is one of the battery's logged cells
+    brief = next(e for e in events if e.kind == "llm_request" and e.component == "L0H0").messages[0]["content"]
+    assert "REDUNDANT WITH: L0H3" in brief
+    assert any(e.kind == "execution_result" and e.component == "L0H0" and e.code.startswith("# ablate L0H0,L0H3")
+               for e in events)
+
+
+def test_localisation_redundancy_respects_max_components(tmp_path):
+    sig = {**SIGNATURES, "L0H0": {**SIGNATURES["L0H3"], "partner": "L0H3", "joint": 0.5},
+           "L0H3": {**SIGNATURES["L0H3"], "partner": "L0H0", "joint": 0.5}}
+    out = start_run(_cfg(tmp_path, max_components=6), sandbox_factory=fake_factory(signatures=sig))
+    assert len(out.conclusions) == 6 and "L0H0" in out.conclusions and "L0H3" not in out.conclusions
+    events = read_events(out.run_dir)
+    assert any(e.kind == "error" and e.where == "localise" and "L0H3 left out" in e.message for e in events)
+
+
 def test_component_step_budget_ends_inconclusive_and_run_reports(tmp_path):
     out = start_run(_cfg(tmp_path, circuit=["L1H0", "L0H1"], budget=Budget(max_steps=1)),
                     sandbox_factory=fake_factory())

@@ -89,9 +89,15 @@ class FakeSandbox:
             za = {c: s.get("zab", 0.0) for c, s in self.sig.items()}
             return FakeResult(data={**base, "effects": {c: v * GAP for c, v in fr.items()}, "effect_frac": fr,
                                     "ablation_frac": za})
+        if kind == "redundancy":  # signatures with a "partner" form redundant pairs (their "joint" effect)
+            kept = {c: {"partners": [s["partner"]], "joint": s["joint"], "why": f"{c}+{s['partner']} jointly"}
+                    for c, s in self.sig.items() if s.get("partner") and not re.search(rf"\b{c}\b", head)}
+            return FakeResult(data={**base, "kept": kept})
         if comp is None:
             return FakeResult(status="error", error_name="NameError", error_value=f"unknown cell {head!r}")
         s = self.sig[comp]
+        if kind == "ablate" and "joint" in s and re.match(r"# ablate \S+,", head):
+            return FakeResult(data={**base, "effect_frac": s["joint"], "effect": s["joint"] * base["gap"]})
         if kind == "ablate":
             return FakeResult(data={**base, "effect_frac": s["abl"], "effect": s["abl"] * base["gap"]})
         if kind == "patch":

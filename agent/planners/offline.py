@@ -42,10 +42,19 @@ an already-concluded name mover is concluded "S-inhibition": it steers which nam
 
 (DLA = direct logit attribution onto answer − wrong; "clean" = the clean metric; "gap" = clean −
 corrupt metric; scores as returned by ``tools.head_scores``; "relevant" = max(|mean-ablation|,
-|zero-ablation|, |patching| effect as a fraction of the gap, |DLA| / clean) ≥ 0.005: an attention
-pattern alone — e.g. a distractor head that attends to the previous token but whose output nothing
-reads — is not a role. The bar is low on purpose: one head of a redundant pair has a small effect
-alone (≈1% of the gap on planted-induction), while a head nothing reads has none.)
+|zero-ablation|, |patching| effect as a fraction of the gap, |DLA| / clean, |joint ablation|) ≥ 0.005:
+an attention pattern alone — e.g. a distractor head that attends to the previous token but whose
+output nothing reads — is not a role. The bar is low on purpose: one head of a redundant pair has a
+small effect alone (≈1% of the gap on planted-induction), while a head nothing reads has none.)
+
+Redundant pairs: a head that localisation kept through its redundancy check (a pair whose joint
+mean-ablation removes ≥ 10% of the gap and ≥ 2× the sum of the members' single effects; see
+``agent.graph.localise``) comes with a ``REDUNDANT WITH: <partner> (why)`` brief line. Its battery
+then also mean-ablates it together with the partner (``ablate_joint``); that joint effect counts for
+"relevant" above and for R8 ("ablation or patching" reads "ablation, patching or joint ablation", and
+R8's held-out test includes the joint ablation on held-out prompts). The role label stays the rule's
+(e.g. "previous token", so both members of the pair cluster together); the conclusion's explanation
+adds "Redundant with <partner>: mean-ablating both removes X of the gap, <component> alone Y".
 
 Turn 3 — each hypothesis is marked ``supported`` or ``refuted`` by its held-out result, and the
 component is concluded with the highest-priority supported role (none supported → "unclear role",
@@ -114,6 +123,8 @@ def _key(name: str, inp: dict[str, Any]) -> str:
         return f"head_scores:{inp.get('seed', 0)}"
     if name == "path_patch":
         return f"path_patch:{(inp.get('receivers') or ['?'])[0]}:{inp.get('receiver_input', 'resid')}"
+    if name == "ablate" and len(inp.get("components") or []) > 1:
+        return f"ablate_joint:{inp.get('prompts', 'main')}"
     if name == "ablate" and inp.get("method", "mean") != "mean":
         return f"ablate_{inp.get('method')}:{inp.get('prompts', 'main')}"
     return f"{name}:{inp.get('prompts', 'main')}"
@@ -292,11 +303,36 @@ def downstream(comp: str, concluded: str) -> list[str]:
     return out[:2]
 
 
-def propose(comp: str, roles: list[str], obs: Obs, receivers: list[str] | None = None) -> list[Hyp]:
+def partner(brief: dict[str, str]) -> str | None:
+    """The first head named on the brief's ``REDUNDANT WITH:`` line (set by localisation's redundancy check).
+
+    >>> partner({"REDUNDANT WITH": "L0H1 (L0H0+L0H1 ablated together remove 0.48 of the gap)"})
+    'L0H1'
+    >>> partner({}) is None
+    True
+    """
+    m = re.match(r"\s*(L\d+H\d+)", brief.get("REDUNDANT WITH", ""))
+    return m.group(1) if m else None
+
+
+def redundancy_note(comp: str, other: str | None, obs: Obs) -> str:
+    """One sentence on the joint ablation with the redundant partner (main prompts), or ''."""
+    j, a = effect(obs.results.get("ablate_joint:main")), effect(obs.results.get("ablate:main"))
+    if other is None or j is None:
+        return ""
+    alone = "n/a" if a is None else f"{a:+.2f}"
+    return (f"Redundant with {other}: mean-ablating both removes {j:+.2f} of the gap, {comp} alone {alone} "
+            "(a backup pair: either alone suffices).")
+
+
+def propose(comp: str, roles: list[str], obs: Obs, receivers: list[str] | None = None,
+            other: str | None = None) -> list[Hyp]:
     """The rules of the module docstring, applied to the battery's results (main prompts).
 
     ``receivers``: later direct writers; an indirect contributor's path into each (q/k/v for heads)
-    is measured by path patching, to say which input its effect flows through.
+    is measured by path patching, to say which input its effect flows through. ``other``: the redundant
+    partner from localisation; the joint ablation with it (``ablate_joint``) counts as the component's
+    effect for relevance and R8 (a head of a redundant pair does nothing alone).
     """
     c = Component.parse(comp)
     head = c.kind is Kind.HEAD
@@ -306,8 +342,9 @@ def propose(comp: str, roles: list[str], obs: Obs, receivers: list[str] | None =
     pat = effect(r.get("patch:main"))
     att = r.get("attention:main")
     sc = r.get("head_scores:0")
-    ev = [obs.seqs[k] for k in ("ablate:main", "ablate_zero:main", "patch:main", "logit_attribution:main", "attention:main",
-                                "head_scores:0") if k in obs.seqs]
+    ev = [obs.seqs[k] for k in ("ablate:main", "ablate_zero:main", "ablate_joint:main", "patch:main",
+                                "logit_attribution:main", "attention:main", "head_scores:0") if k in obs.seqs]
+    joint = effect(r.get("ablate_joint:main")) if other else None
     out: list[Hyp] = []
     f = lambda v: "n/a" if v is None else f"{v:+.2f}"  # noqa: E731
     if dla is not None and dla <= NEG_T:
@@ -320,7 +357,7 @@ def propose(comp: str, roles: list[str], obs: Obs, receivers: list[str] | None =
                        "held-out DLA >= 0.10 x clean, attention on IO >= 0.15 and >= 2x that on S1/S2",
                        ["logit_attribution:heldout", "attention:heldout"]))
     zab = effect(r.get("ablate_zero:main"))
-    rel = max((abs(v) for v in (abl, pat, dla, zab) if v is not None), default=0.0)
+    rel = max((abs(v) for v in (abl, pat, dla, zab, joint) if v is not None), default=0.0)
     if head and rel >= REL_T:
         for rule, which in (("R3", "induction"), ("R4", "previous token"), ("R5", "duplicate token")):
             s = head_score(sc, comp, which)
@@ -342,12 +379,15 @@ def propose(comp: str, roles: list[str], obs: Obs, receivers: list[str] | None =
         role = "mover" if head else "output MLP"
         out.append(Hyp("R7", role, f"{comp} writes the answer directly (DLA {f(dla)} of clean)",
                        "held-out DLA >= 0.10 x clean", ["logit_attribution:heldout"]))
-    big = max((v for v in (abl, pat) if v is not None), default=None)
+    big = max((v for v in (abl, pat, joint) if v is not None), default=None)
     if big is not None and big >= ABL_T and (dla is None or abs(dla) < 0.1) and not out:
         role = "indirect contributor" if head else "indirect MLP"
-        out.append(Hyp("R8", role, f"{comp} matters (ablation {f(abl)}, patching {f(pat)} of gap) only through "
-                       "later components (small direct effect)",
-                       "held-out max(ablation, patching) effect >= 0.05 of gap", ["ablate:heldout", "patch:heldout"]
+        also = f", jointly with {other} {f(joint)}" if joint is not None else ""
+        out.append(Hyp("R8", role, f"{comp} matters (ablation {f(abl)}, patching {f(pat)} of gap{also}) only "
+                       "through later components (small direct effect)",
+                       "held-out max(ablation, patching" + (", joint ablation" if joint is not None else "")
+                       + ") effect >= 0.05 of gap",
+                       ["ablate:heldout", "patch:heldout"] + (["ablate_joint:heldout"] if joint is not None else [])
                        + [f"path_patch:{rc}:{i}" for rc in receivers or []
                           for i in (("q", "k", "v") if Component.parse(rc).kind is Kind.HEAD else ("resid",))]))
     out = out[:3]
@@ -378,7 +418,8 @@ def check(h: Hyp, comp: str, obs: Obs) -> tuple[bool, float]:
     elif h.rule == "R7":
         checks.append((dla_frac(r.get("logit_attribution:heldout"), comp), 0.10, "ge"))
     elif h.rule == "R8":
-        checks.append((_max(effect(r.get("ablate:heldout")), effect(r.get("patch:heldout"))), 0.05, "ge"))
+        checks.append((_max(effect(r.get("ablate:heldout")), effect(r.get("patch:heldout")),
+                            effect(r.get("ablate_joint:heldout"))), 0.05, "ge"))
     else:
         a, p = effect(r.get("ablate:heldout")), effect(r.get("patch:heldout"))
         checks.append((None if a is None or p is None else max(abs(a), abs(p)), 0.10, "lt"))
@@ -415,9 +456,10 @@ class OfflineBackend:
         if obs.concluded:
             return self._text(f"{comp} is concluded.")
         turn = obs.turns
+        other = partner(brief)
         if turn == 0:
-            return self._tools(comp, turn, self._battery(comp))
-        hyps = propose(comp, roles, obs, downstream(comp, brief.get("ALREADY CONCLUDED", "")))
+            return self._tools(comp, turn, self._battery(comp, other))
+        hyps = propose(comp, roles, obs, downstream(comp, brief.get("ALREADY CONCLUDED", "")), other)
         if turn == 1:
             calls: list[tuple[str, dict[str, Any]]] = []
             for i, h in enumerate(hyps, 1):
@@ -428,7 +470,7 @@ class OfflineBackend:
             tests: list[str] = []
             for h in hyps:
                 tests += [t for t in h.tests if t not in tests]
-            calls += [self._test_call(comp, t) for t in tests]
+            calls += [self._test_call(comp, t, other) for t in tests]
             return self._tools(comp, turn, calls)
         # turn >= 2: mark hypotheses, conclude
         calls = []
@@ -472,6 +514,9 @@ class OfflineBackend:
                 else:
                     expl += f" Path patching into {', '.join(sorted({t.split(':')[1] for t in paths}))} shows " \
                             "no single input carrying its effect (all < 0.05 of the gap)."
+        note = redundancy_note(comp, other, obs)  # its joint-ablation seq is already in the evidence
+        if note:
+            expl += " " + note
         calls.append(("conclude_component", {"component": comp, "role": role, "explanation": expl,
                                              "confidence": conf, "evidence": ev}))
         return self._tools(comp, turn, calls)
@@ -479,21 +524,25 @@ class OfflineBackend:
     # helpers ---------------------------------------------------------------------------------------
 
     @staticmethod
-    def _battery(comp: str) -> list[tuple[str, dict[str, Any]]]:
+    def _battery(comp: str, other: str | None = None) -> list[tuple[str, dict[str, Any]]]:
         calls: list[tuple[str, dict[str, Any]]] = [
             ("ablate", {"components": [comp], "method": "mean", "prompts": "main"}),
             ("ablate", {"components": [comp], "method": "zero", "prompts": "main"}),
             ("patch", {"components": [comp], "direction": "clean_to_corrupt", "prompts": "main"}),
             ("logit_attribution", {"components": [comp], "prompts": "main"}),
         ]
+        if other:
+            calls.insert(2, ("ablate", {"components": [comp, other], "method": "mean", "prompts": "main"}))
         if Component.parse(comp).kind is Kind.HEAD:
             calls += [("attention", {"head": comp, "prompts": "main"}),
                       ("head_scores", {"heads": [comp], "seed": 0})]
         return calls
 
     @staticmethod
-    def _test_call(comp: str, test: str) -> tuple[str, dict[str, Any]]:
+    def _test_call(comp: str, test: str, other: str | None = None) -> tuple[str, dict[str, Any]]:
         name, _, arg = test.partition(":")
+        if name == "ablate_joint":
+            return "ablate", {"components": [comp, other], "method": "mean", "prompts": arg}
         if name == "head_scores":
             return name, {"heads": [comp], "seed": int(arg)}
         if name == "ablate":

@@ -39,8 +39,12 @@ corrupt metric gap ("effect_frac"). Be economical: each turn costs budget.
 
 def component_brief(component: str, *, question: str, task: str, description: str, roles: list[str],
                     metric: str, effect: float | None = None, others: list[str] | None = None,
-                    concluded: dict[str, str] | None = None) -> str:
-    """The first user message of a component's sub-loop."""
+                    concluded: dict[str, str] | None = None, redundant: dict | None = None) -> str:
+    """The first user message of a component's sub-loop.
+
+    ``redundant``: the localisation's redundancy check for this component (``partners``, ``joint``,
+    ``why``), written as ``REDUNDANT WITH: L0H1 (why)``.
+    """
     lines = [
         f"COMPONENT: {component}",
         f"TASK: {task}",
@@ -49,6 +53,8 @@ def component_brief(component: str, *, question: str, task: str, description: st
     ]
     if effect is not None:
         lines.append(f"EFFECT: {effect:.3f}")
+    if redundant and redundant.get("partners"):
+        lines.append(f"REDUNDANT WITH: {', '.join(redundant['partners'])} ({redundant.get('why', '')})")
     lines += [
         f"QUESTION: {question}",
         f"TASK DESCRIPTION: {description or task}",
@@ -61,6 +67,9 @@ def component_brief(component: str, *, question: str, task: str, description: st
     if effect is not None:
         lines.insert(-1, f"(EFFECT is {component}'s patching effect in the localisation sweep, as a fraction of "
                          "the clean - corrupt gap.)")
+    if redundant and redundant.get("partners"):
+        lines.insert(-1, f"({component} was kept by the redundancy check: alone it barely matters, but ablating it "
+                         "together with its partner breaks the task; either alone suffices.)")
     return "\n".join(lines)
 
 

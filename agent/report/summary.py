@@ -8,6 +8,7 @@ none, from every cell run while it was under investigation):
 tool              key number shown
 ================  =============================================================================
 ``ablate``        ``ablation effect`` (clean − ablated metric) and ``ablation frac`` of the gap
+                  (``joint ablation ...`` when several components are ablated together)
 ``patch``         ``patching effect`` and ``patching frac`` (fraction of the clean−corrupt gap)
 ``attention``     ``top attention``: the role the head attends to most, with its weight
 ``logit_attr…``   ``DLA``: the component's direct logit attribution
@@ -78,6 +79,8 @@ def cell_numbers(cell: CellRecord, component: str) -> dict[str, float | str]:
     call = cell.call
     if call in ("ablate", "patch", "path_patch", "steer"):
         label = {"ablate": "ablation", "patch": "patching", "path_patch": "path patching", "steer": "steering"}[call]
+        if call == "ablate" and len(data.get("components") or []) > 1:
+            label = "joint ablation"  # e.g. a head with its redundant partner
         for key, name in (("effect", "effect"), ("effect_frac", "frac")):
             v = _num(data.get(key))
             if v is not None:
