@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 from unittest import mock
 
 import docker
@@ -110,6 +111,11 @@ class _FakeEngine:
             elif os.path.isdir(path) and top not in ("proc", "dev", "tmp", "sys"):
                 argv += ["--ro-bind", path, path]
         argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+        # The image would carry python and the project; here they are the host's. A checkout (and its
+        # .venv) under /tmp, as in a CI clone there, is hidden by the tmpfs: bind it back read-only.
+        for keep in {os.path.realpath(sys.prefix), str(Path(__file__).resolve().parents[1])}:
+            if keep.startswith("/tmp/"):
+                argv += ["--ro-bind", keep, keep]
         for host, v in spec["volumes"].items():
             argv += ["--bind", host, v["bind"]]
         argv += ["--unshare-net", "--unshare-pid", "--die-with-parent", "--chdir", spec["working_dir"], "--"]
