@@ -39,7 +39,7 @@ COMMAND_MODULES: list[str] = [
 ]
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line, whatever the width
 
 
 @dataclass

@@ -71,3 +71,26 @@ def test_unexpected_error_hides_traceback_without_debug(capsys, monkeypatch) -> 
 def test_console_script_installed() -> None:
     exe = subprocess.run([sys.executable, "-m", "agent", "--version"], capture_output=True, text=True, timeout=60)
     assert exe.returncode == 0 and __version__ in exe.stdout
+
+
+def test_long_project_error_stays_one_line(capsys, monkeypatch) -> None:
+    import typer
+
+    from agent import cli
+    from tools.errors import InterpAgentError
+
+    sub = typer.Typer()
+    what = "a long message " * 12
+
+    @sub.command("boom")
+    def boom() -> None:
+        raise InterpAgentError(what.strip(), fix="do the thing " * 6)
+
+    @sub.command("other")
+    def other() -> None:
+        pass
+
+    monkeypatch.setattr(cli, "app", sub)
+    assert cli.main(["boom"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err) > 200 and len(err.splitlines()) == 1
