@@ -71,6 +71,10 @@ def cell_numbers(cell: CellRecord, component: str) -> dict[str, float | str]:
     >>> c = CellRecord(seq=4, call="attention", code="", result={"data": {"summary": {"IO": 0.7, "S1": 0.1}}})
     >>> cell_numbers(c, "L1H0")
     {'top attention': 'IO (0.70)'}
+    >>> c = CellRecord(seq=5, call="attention", code="",
+    ...                result={"data": {"summary": {"roles": {"IO": 0.3}, "previous": 0.1, "self_": 0.05}}})
+    >>> cell_numbers(c, "L1H0")
+    {'top attention': 'IO (0.30)'}
     """
     data = cell.result.get("data")
     if not isinstance(data, dict):
@@ -88,12 +92,12 @@ def cell_numbers(cell: CellRecord, component: str) -> dict[str, float | str]:
     elif call == "attention":
         summ = data.get("summary")
         if isinstance(summ, dict):
-            flat = {k: _num(v) for k, v in summ.items()}
-            if not any(v is not None for v in flat.values()):  # nested, e.g. {"fractions": {...}}
-                for v in summ.values():
-                    if isinstance(v, dict):
-                        flat = {k: _num(x) for k, x in v.items()}
-                        break
+            flat: dict[str, float | None] = {}
+            for k, v in summ.items():  # task roles may be nested, e.g. {"roles": {"IO": ..}, "previous": ..}
+                if isinstance(v, dict):
+                    flat.update({kk: _num(x) for kk, x in v.items()})
+                else:
+                    flat[k.rstrip("_")] = _num(v)
             flat = {k: v for k, v in flat.items() if v is not None}
             if flat:
                 top = max(flat, key=lambda k: flat[k])
