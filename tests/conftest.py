@@ -30,6 +30,20 @@ def tiny_model_dir(request, tiny_model_dirs) -> str:
     return tiny_model_dirs[request.param]
 
 
+@pytest.fixture(scope="module")
+def models(tiny_model_dirs) -> dict:
+    """``{arch: tools.Model}`` for the three tiny architectures, loaded once per test module."""
+    from tools import load_model
+
+    return {a: load_model(tiny_model_dirs[a], device="cpu") for a in TINY_ARCHS}
+
+
+@pytest.fixture(params=TINY_ARCHS)
+def model(request, models):
+    """Each tiny architecture's ``tools.Model`` in turn (parametrised)."""
+    return models[request.param]
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path, monkeypatch):
     """Runs and logs of every test go to a temp ``INTERP_AGENT_HOME``, never the user's."""

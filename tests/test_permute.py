@@ -7,14 +7,9 @@ import torch
 
 from tools import Component, load_model, map_components, permute_heads, run_with_cache
 from tools.model import Model
-from tools.tiny import make_tiny_model
+from tools.tiny import TINY_ARCHS, make_tiny_model
 
-ARCHS = ("gpt2", "neox", "llama")
-
-
-@pytest.fixture(scope="module")
-def models(tiny_model_dirs) -> dict[str, Model]:
-    return {a: load_model(tiny_model_dirs[a], device="cpu") for a in ARCHS}
+ARCHS = TINY_ARCHS  # the `models` / `model` fixtures live in conftest.py
 
 
 @pytest.mark.parametrize("arch", ARCHS)

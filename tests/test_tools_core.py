@@ -11,7 +11,6 @@ from tools import (
     TaskBatch,
     ablate,
     attribution_patching,
-    load_model,
     logit_diff,
     patch,
     patching_sweep,
@@ -19,18 +18,9 @@ from tools import (
     run_with_interventions,
 )
 from tools.model import Model
+from tools.tiny import TINY_ARCHS
 
-ARCHS = ("gpt2", "neox", "llama")
-
-
-@pytest.fixture(scope="session")
-def models(tiny_model_dirs) -> dict[str, Model]:
-    return {a: load_model(tiny_model_dirs[a], device="cpu") for a in ARCHS}
-
-
-@pytest.fixture(params=ARCHS)
-def model(request, models) -> Model:
-    return models[request.param]
+ARCHS = TINY_ARCHS  # the `models` / `model` fixtures live in conftest.py
 
 
 def make_batch(B: int = 4, T: int = 8, seed: int = 0) -> TaskBatch:

@@ -12,23 +12,13 @@ from tools import (
     attention_summary,
     direct_logit_attribution,
     head_scores,
-    load_model,
     logit_diff,
     logit_lens,
 )
 from tools.model import Model
+from tools.tiny import TINY_ARCHS
 
-ARCHS = ("gpt2", "neox", "llama")
-
-
-@pytest.fixture(scope="module")
-def models(tiny_model_dirs) -> dict[str, Model]:
-    return {a: load_model(tiny_model_dirs[a], device="cpu") for a in ARCHS}
-
-
-@pytest.fixture(params=ARCHS)
-def model(request, models) -> Model:
-    return models[request.param]
+ARCHS = TINY_ARCHS  # the `models` / `model` fixtures live in conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -8,19 +8,9 @@ import torch
 from tools import Component, TaskBatch, load_model, path_patch, run_with_cache, run_with_interventions
 from tools.errors import InterventionError
 from tools.model import Model
-from tools.tiny import make_tiny_model
+from tools.tiny import TINY_ARCHS, make_tiny_model
 
-ARCHS = ("gpt2", "neox", "llama")
-
-
-@pytest.fixture(scope="module")
-def models(tiny_model_dirs) -> dict[str, Model]:
-    return {a: load_model(tiny_model_dirs[a], device="cpu") for a in ARCHS}
-
-
-@pytest.fixture(params=ARCHS)
-def model(request, models) -> Model:
-    return models[request.param]
+ARCHS = TINY_ARCHS  # the `models` / `model` fixtures live in conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -6,20 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from tools import diff_of_means_vector, load_model, steer, train_probe
+from tools import diff_of_means_vector, steer, train_probe
 from tools.model import Model
+from tools.tiny import TINY_ARCHS
 
-ARCHS = ("gpt2", "neox", "llama")
-
-
-@pytest.fixture(scope="module")
-def models(tiny_model_dirs) -> dict[str, Model]:
-    return {a: load_model(tiny_model_dirs[a], device="cpu") for a in ARCHS}
-
-
-@pytest.fixture(params=ARCHS)
-def model(request, models) -> Model:
-    return models[request.param]
+ARCHS = TINY_ARCHS  # the `models` / `model` fixtures live in conftest.py
 
 
 def planted(model: Model, scale: float = 3.0) -> tuple[Model, torch.Tensor]:
