@@ -83,6 +83,8 @@ def test_each_role_defining_property(loaded, name) -> None:
             o = int(e.evidence["copy_offset"])
             assert at(c, end, (batch.positions["NEXT"] + o - 1).clamp(max=batch.seq_len - 1)) >= 0.15
             assert scores[c].induction_offset == o and dla[c] > 0.5
+            if float(e.evidence["induction"]) >= 0.5:  # a head recorded as a strong induction head stays one
+                assert scores[c].induction >= 0.5, (e.component, scores[c].induction)
         elif e.role == "previous token":
             k = int(e.evidence["back_k"])
             T = batch.seq_len
@@ -93,3 +95,12 @@ def test_each_role_defining_property(loaded, name) -> None:
             pass  # ablation drop checked above
         else:
             pytest.fail(f"no check for role {e.role!r}")
+
+
+def test_toy_induction_has_an_induction_head_scoring_half() -> None:
+    """Issue 4: toy-induction has an induction head with head_scores induction >= 0.5 (at its best offset)."""
+    if "toy-induction" not in TRAINED:
+        pytest.skip("toy-induction is not built or has no reference")
+    strong = [e.component for e in load_task("toy-induction").reference
+              if e.role == "induction" and float(e.evidence["induction"]) >= 0.5]
+    assert strong, "no reference induction head with induction score >= 0.5"
