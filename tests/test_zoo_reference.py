@@ -91,6 +91,15 @@ def test_each_role_defining_property(loaded, name) -> None:
             assert float(pats[c][:, torch.arange(k, T), torch.arange(0, T - k)].mean()) >= 0.3
         elif e.role == "year mover":
             assert at(c, end, batch.positions["YY"]) >= 0.3
+        elif e.role == "mover":  # generic kinds: at END attends to one named position and writes the answer
+            target = max(e.evidence[k] for k in e.evidence if k.startswith("attn_end_"))
+            role = next(k[len("attn_end_"):] for k in e.evidence if k.startswith("attn_end_") and e.evidence[k] == target)
+            assert at(c, end, batch.positions[role]) >= 0.3 and dla[c] > 0.5, (e.component, role)
+        elif e.role.endswith("-position mlp") or e.role.endswith("-position head"):
+            # generic kinds: its clean output at that one position carries >= 30% of the gap
+            role = e.role.split("-position")[0]
+            lg = patch(model, batch, [c], positions=role)
+            assert (float(metric(lg, batch)) - m1) / (m0 - m1) >= 0.3, (e.component, role)
         elif e.role in ("comparison", "mlp", "other"):
             pass  # ablation drop checked above
         else:

@@ -15,7 +15,8 @@ from evals.tasks.spec import (
     load_spec_file,
     load_task,
     map_reference,
+    spec_from_yaml,
 )
 
 __all__ = ["ReferenceEntry", "TaskSpec", "TaskSpecError", "TokenizationError", "accuracy", "list_tasks",
-           "load_spec_file", "load_task", "logit_diff", "map_reference"]
+           "load_spec_file", "load_task", "logit_diff", "map_reference", "spec_from_yaml"]

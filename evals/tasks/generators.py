@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -144,13 +145,11 @@ class _Generator(BaseModel):
 
     def make_batch(self, tokenizer: Any, n: int, seed: int = 0):
         """``n`` prompt pairs drawn with ``random.Random(seed)``; see the module docstring."""
-        from tools.batch import TaskBatch
-
         enc = _Encoder(tokenizer)
         rng = random.Random(seed)
-        bos = getattr(tokenizer, "bos_token_id", None) if self.prepend_bos else None
         rows: list[dict] = []
-        failures, last_err, length = 0, None, None
+        failures, length = 0, None
+        reasons: Counter[tuple[str, str]] = Counter()
         limit = max(200, 20 * n)
         while len(rows) < n:
             try:
@@ -160,10 +159,12 @@ class _Generator(BaseModel):
 
                 if not isinstance(e, TokenizationError):
                     raise
-                failures, last_err = failures + 1, e
-                if failures > limit:
-                    raise _tok_error(f"{failures} draws failed to tokenise; last: {last_err.what}",
-                                     fix=last_err.fix or "check the task's words against the tokenizer") from None
+                failures += 1
+                reasons[(e.what, e.fix or "")] += 1
+                if failures > limit:  # report the most frequent reason: that is the one to fix first
+                    (what, fix), k = reasons.most_common(1)[0]
+                    raise _tok_error(f"{failures} draws failed to tokenise ({k} times: {what})",
+                                     fix=fix or "check the task's words against the tokenizer") from None
                 continue
             if length is None:
                 length = len(row["clean"])
@@ -175,6 +176,13 @@ class _Generator(BaseModel):
                                      fix="use templates and words whose token counts match for this tokenizer")
                 continue
             rows.append(row)
+        return self._to_batch(rows, tokenizer)
+
+    def _to_batch(self, rows: list[dict], tokenizer: Any):
+        """Stack drawn rows (``clean``/``corrupt`` ids, ``answer``, ``wrong``, ``positions``, ``text``)."""
+        from tools.batch import TaskBatch
+
+        bos = getattr(tokenizer, "bos_token_id", None) if self.prepend_bos else None
         off = 1 if bos is not None else 0
 
         def ids(key: str) -> torch.Tensor:
@@ -186,6 +194,67 @@ class _Generator(BaseModel):
                          answer_ids=torch.tensor([r["answer"] for r in rows], dtype=torch.long),
                          wrong_ids=torch.tensor([r["wrong"] for r in rows], dtype=torch.long),
                          positions=positions, prompts=[r["text"] for r in rows])
+
+
+    def diagnose(self, tokenizer: Any, draws: int = 200, seed: int = 0) -> list[TokenizationIssue]:
+        """What goes wrong when this task's prompts meet ``tokenizer``: one issue per distinct problem.
+
+        Makes ``draws`` draws (seeded) and tallies the ones that fail (a slot word of several tokens, an
+        answer of several tokens, clean and corrupt prompts of different lengths...) and the token lengths
+        of those that succeed: prompts of several lengths cannot share a batch, so only those of the first
+        drawn length are used. An empty list means every draw tokenised as the task needs.
+        """
+        from evals.tasks.spec import TokenizationError
+
+        enc = _Encoder(tokenizer)
+        rng = random.Random(seed)
+        reasons: Counter[tuple[str, str]] = Counter()
+        lengths: Counter[int] = Counter()
+        first: int | None = None
+        for _ in range(draws):
+            try:
+                row = self._draw(enc, rng)
+            except TokenizationError as e:
+                reasons[(e.what, e.fix or "")] += 1
+                continue
+            if len(row["corrupt"]) != len(row["clean"]):
+                reasons[(CLEAN_CORRUPT_LENGTHS, LENGTHS_FIX)] += 1
+                continue
+            first = len(row["clean"]) if first is None else first
+            lengths[len(row["clean"])] += 1
+        out = [TokenizationIssue(problem=what, count=k, draws=draws, fix=fix) for (what, fix), k in
+               reasons.most_common(MAX_ISSUES)]
+        if len(lengths) > 1:
+            other = sum(k for n, k in lengths.items() if n != first)
+            out.append(TokenizationIssue(
+                problem=f"prompts tokenise to {len(lengths)} different lengths "
+                        f"({', '.join(f'{n} tokens: {k}' for n, k in sorted(lengths.items()))}); a batch keeps only "
+                        f"those of the first drawn length ({first})",
+                count=other, draws=draws,
+                fix="make every template (and filler) the same number of tokens for this tokenizer"))
+        return out
+
+
+CLEAN_CORRUPT_LENGTHS = "clean and corrupt prompts tokenise to different lengths"
+LENGTHS_FIX = ("per-position patching needs equal lengths: corrupt with words of the same token count as the ones "
+               "they replace")
+MAX_ISSUES = 12
+"""At most this many distinct problems are listed by :meth:`_Generator.diagnose`."""
+
+
+class TokenizationIssue(BaseModel):
+    """One problem found when a task's prompts are tokenised (see :meth:`_Generator.diagnose`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    problem: str
+    """What went wrong, naming the slot, word or item (e.g. ``"slot IO (' Christopher') is 2 tokens"``)."""
+    count: int
+    """How many of the ``draws`` (or items) showed it."""
+    draws: int
+    """Draws (template kinds) or items (``pairs``) examined."""
+    fix: str = ""
+    """How to fix it."""
 
 
 # ------------------------------------------------------------------------------------------ IOI

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from evals.tasks.generators import (
     DocstringGenerator,
@@ -26,15 +26,19 @@ from evals.tasks.generators import (
     InductionGenerator,
     IOIGenerator,
 )
+from evals.tasks.generic import PairsGenerator, TemplateGenerator
 from tools.components import Component
 from tools.errors import InterpAgentError
 
 DATA_DIR = Path(__file__).parent / "data"
 
 GeneratorSpec = Annotated[
-    IOIGenerator | InductionGenerator | GreaterThanGenerator | DocstringGenerator,
+    IOIGenerator | InductionGenerator | GreaterThanGenerator | DocstringGenerator | TemplateGenerator | PairsGenerator,
     Field(discriminator="kind"),
 ]
+"""The generator kinds: four hard-coded families and the two generic kinds (``template``, ``pairs``;
+see :mod:`evals.tasks.generic`) with which a new task needs no Python."""
+_GENERATOR = TypeAdapter(GeneratorSpec)
 
 
 class TaskSpecError(InterpAgentError, ValueError):
@@ -102,7 +106,8 @@ class TaskSpec(BaseModel):
     metric: Literal["logit_diff", "prob_diff", "accuracy"] = "logit_diff"
     """Default metric: ``logit_diff`` (answer − wrong at END) or ``prob_diff`` (greater-than)."""
     roles: list[str]
-    """Named positions every batch carries (``IO``, ``S1``, ``S2``, ``END``)."""
+    """Named positions every batch carries (``IO``, ``S1``, ``S2``, ``END``); may be left out of the file,
+    then it is the generator's roles."""
     question_keywords: list[str] = Field(default_factory=list)
     """Lower-case words and phrases that map a researcher's question to this task."""
     generator: GeneratorSpec
@@ -110,6 +115,17 @@ class TaskSpec(BaseModel):
     sources: list[str] = Field(default_factory=list)
     """Full citations for the sources named in ``reference``."""
     notes: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_roles(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "roles" not in data and isinstance(data.get("generator"), dict):
+            try:
+                gen = _GENERATOR.validate_python(data["generator"])
+            except ValidationError:
+                return data  # the field validation reports it, with its location
+            data = {**data, "roles": gen.roles()}
+        return data
 
     @model_validator(mode="after")
     def _roles_match_generator(self) -> TaskSpec:
@@ -143,6 +159,15 @@ class TaskSpec(BaseModel):
         from evals.tasks.metrics import make_metric
 
         return make_metric(self, tokenizer)
+
+    def to_yaml(self) -> str:
+        """The spec as YAML; :func:`spec_from_yaml` reads it back to an equal spec.
+
+        >>> spec = load_task("toy-ioi")
+        >>> spec_from_yaml(spec.to_yaml()) == spec
+        True
+        """
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True, width=110)
 
     # ------------------------------------------------------------------ reference circuit
     def reference_components(self) -> list[Component]:
@@ -194,6 +219,23 @@ def _format_errors(path: Path, err: ValidationError) -> str:
         loc = ".".join(str(p) for p in item["loc"]) or "(top level)"
         parts.append(f"field '{loc}': {item['msg']}")
     return f"invalid task spec {path}: " + "; ".join(parts)
+
+
+def spec_from_yaml(text: str, where: str = "<text>") -> TaskSpec:
+    """Parse and validate a spec from YAML (or JSON) text; :class:`TaskSpecError` names ``where`` and each bad field."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise TaskSpecError(f"cannot parse task spec {where}: {e}".replace("\n", " "),
+                            fix="fix the YAML syntax at the position shown") from None
+    if not isinstance(raw, dict):
+        raise TaskSpecError(f"task spec {where} must be a mapping of fields, got {type(raw).__name__}",
+                            fix="start the file with 'name: ...'")
+    try:
+        return TaskSpec.model_validate(raw)
+    except ValidationError as e:
+        raise TaskSpecError(_format_errors(Path(where), e), fix="fix the named field(s); see evals/tasks/spec.py "
+                            "and evals/tasks/generic.py") from None
 
 
 def load_spec_file(path: str | Path) -> TaskSpec:

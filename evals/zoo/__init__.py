@@ -131,5 +131,19 @@ def load_zoo_model(name: str, device: str | None = None):
     return load_model(str(path), device=device)
 
 
-__all__ = ["MODELS_DIR", "ZooEntry", "ZooError", "list_zoo", "load_zoo_hf", "load_zoo_model", "zoo_entry",
-           "zoo_path"]
+def load_any_model(ref: str, device: str | None = None):
+    """A zoo model by name, else ``tools.load_model(ref)`` (a local directory, or a hub id in the local cache).
+
+    >>> load_any_model("toy-ioi").n_layers
+    2
+    """
+    if ref in {e.name for e in list_zoo()}:
+        return load_zoo_model(ref, device=device)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from tools import load_model
+
+    return load_model(ref, device=device)
+
+
+__all__ = ["MODELS_DIR", "ZooEntry", "ZooError", "list_zoo", "load_any_model", "load_zoo_hf", "load_zoo_model",
+           "zoo_entry", "zoo_path"]

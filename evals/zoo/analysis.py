@@ -31,6 +31,8 @@ import torch
 
 ANALYSIS_SEED = 2024
 """Seed of the analysis batch (different from training and from the zoo's accuracy evaluation)."""
+GENERIC_KINDS = ("template", "pairs")
+"""Task kinds defined in YAML alone (evals.tasks.generic): labelled by the task-agnostic rules of :func:`label`."""
 
 
 @dataclass
@@ -51,6 +53,10 @@ class Evidence:
     """(k, mean attention from every position to the token k back), for the best k in 1..4."""
     copy_offset: tuple[int, float] = (1, 0.0)
     """Induction task: (o, attention from END to NEXT + o - 1) for the best o in 1..4 (o = 1 is textbook)."""
+    patch_at: dict[str, float] = field(default_factory=dict)
+    """Generic kinds: role → fraction of the gap recovered by patching the clean output at that position only."""
+    attn_at: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Generic kinds, heads: role → where the head attends from that role's position (roles, self, previous, first)."""
 
     @property
     def importance(self) -> float:
@@ -86,6 +92,7 @@ def measure(name: str, n: int = 256, seed: int = ANALYSIS_SEED) -> tuple[object,
         head_scores,
         patching_sweep,
     )
+    from tools import patch as patch_one
 
     torch.manual_seed(0)
     model = load_zoo_model(name)
@@ -126,6 +133,12 @@ def measure(name: str, n: int = 256, seed: int = ANALYSIS_SEED) -> tuple[object,
                         for o in (1, 2, 3, 4)}
                 ob = max(offs, key=offs.get)
                 e.copy_offset = (ob, offs[ob])
+        if spec.generator.kind in GENERIC_KINDS and abs(m0 - m1) > 1e-6:
+            for role in batch.positions:
+                e.patch_at[role] = (float(metric(patch_one(model, batch, [c], positions=role), batch)) - m1) / (m0 - m1)
+                if c in scores and role != "END":
+                    s_ = attention_summary(model, batch, c, query=role)
+                    e.attn_at[role] = {**s_.roles, "self": s_.self_, "previous": s_.previous, "first": s_.first}
         ev[str(c)] = e
     return model, spec, batch, ev, m0, m1
 
@@ -164,6 +177,8 @@ def label(kind: str, e: Evidence) -> tuple[str, str]:
     c = e.component
     nums = (f"mean-ablation loses {100 * e.ablation:.0f}% of the metric; clean→corrupt patching recovers "
             f"{100 * e.patch:.0f}% of the gap; DLA {e.dla:+.2f}")
+    if c.startswith("MLP") and kind in GENERIC_KINDS:
+        return _label_generic(e, nums)
     if c.startswith("MLP"):
         if kind == "greater_than":
             return "comparison", f"MLP that turns the moved year into 'years above YY' at END; {nums}."
@@ -207,11 +222,50 @@ def label(kind: str, e: Evidence) -> tuple[str, str]:
         if e.prev_token >= 0.5:
             return "previous token", f"Previous-token head (score {e.prev_token:.2f}); {nums}."
         return "other", f"Contributes without a clean attention signature; {nums}."
+    if kind in GENERIC_KINDS:
+        return _label_generic(e, nums)
     if kind == "greater_than":
         if top_end == "YY" and e.attn_end["YY"] >= 0.3:
             return "year mover", f"At END attends to YY ({e.attn_end['YY']:.2f}) and moves the year; {nums}."
         return "other", f"Contributes without attending to YY; {nums}."
     return "other", nums
+
+
+def _label_generic(e: Evidence, nums: str) -> tuple[str, str]:
+    """Task-agnostic rules for the generic kinds, in terms of the task's named positions.
+
+    - ``mover``: a head that at END attends ≥ 0.3 to one named position (the most) and writes the answer
+      (DLA > 0.5);
+    - ``output mlp``: an MLP with DLA > 0.5;
+    - ``<ROLE>-position head`` / ``<ROLE>-position mlp``: patching its clean output at one named position
+      (not END) alone recovers ≥ 30% of the gap and at least twice what patching it at END does: it writes
+      what later layers read at that position;
+    - ``other`` otherwise.
+    """
+    head = not e.component.startswith("MLP")
+    top_end = max(e.attn_end, key=e.attn_end.get) if e.attn_end else None
+    if head and top_end and e.attn_end[top_end] >= 0.3 and e.dla > 0.5:
+        rest = max([v for k, v in e.attn_end.items() if k != top_end] or [0.0])
+        return "mover", (f"At END attends to {top_end} ({e.attn_end[top_end]:.2f}; other named positions ≤ "
+                         f"{rest:.2f}) and writes the answer to the logits; {nums}.")
+    if not head and e.dla > 0.5:
+        return "output mlp", f"MLP writing the answer directly (positive direct logit attribution); {nums}."
+    at = {k: v for k, v in e.patch_at.items() if k != "END"}
+    if at:
+        r = max(at, key=at.get)
+        end = e.patch_at.get("END", 0.0)
+        if at[r] >= 0.3 and at[r] >= 2 * max(end, 0.0):
+            where = ""
+            if head and r in e.attn_at:
+                a = e.attn_at[r]
+                k = max(a, key=a.get)
+                where = f" At {r} it attends mostly to {'itself' if k == 'self' else k} ({a[k]:.2f})."
+            kind = "head" if head else "mlp"
+            return f"{r}-position {kind}", (f"Writes at {r} what later layers read there: patching its clean output "
+                                            f"at {r} alone recovers {100 * at[r]:.0f}% of the gap (at END "
+                                            f"{100 * end:.0f}%).{where} {nums[0].upper() + nums[1:]}."
+                                            .replace("(at END -0%)", "(at END 0%)"))
+    return "other", f"Contributes without a clean signature in the task's positions; {nums}."
 
 
 def analyse(name: str, keep: float = 0.8, min_importance: float = 0.1, broken: float = 0.3) -> Analysis:
@@ -254,6 +308,10 @@ def reference_entries(a: Analysis) -> list[dict]:
             evidence |= {"back_k": e.back[0], "back_attn": round(e.back[1], 4)}
             if e.copy_offset[1]:
                 evidence |= {"copy_offset": e.copy_offset[0], "copy_attn": round(e.copy_offset[1], 4)}
+            for q, att in e.attn_at.items():
+                top = max(att, key=att.get)
+                evidence |= {f"attn_{q}_self": round(att["self"], 4), f"attn_{q}_top": round(att[top], 4)}
+        evidence |= {f"patch_at_{k}": round(v, 4) for k, v in e.patch_at.items()}
         out.append({"component": c, "role": role, "explanation": expl, "source": "project analysis",
                     "evidence": evidence})
     return out

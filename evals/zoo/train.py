@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m evals.zoo.train toy-ioi            # or toy-induction, toy-greater-than, all
+    python -m evals.zoo.train toy-ioi            # or toy-induction, toy-greater-than, toy-pronoun, all
     python -m evals.zoo.train toy-ioi --out /tmp/zoo
 
 Each model is a GPT-2-architecture ``transformers`` model (eager attention) with a word-level tokenizer
@@ -10,7 +10,7 @@ over its task's vocabulary, saved with ``save_pretrained`` (safetensors) plus ``
 accuracy (held-out seeds), training time and steps. Training uses ``torch.set_num_threads(1)``.
 
 >>> sorted(RECIPES)
-['toy-greater-than', 'toy-induction', 'toy-ioi']
+['toy-greater-than', 'toy-induction', 'toy-ioi', 'toy-pronoun']
 """
 
 from __future__ import annotations
@@ -54,6 +54,10 @@ RECIPES: dict[str, Recipe] = {
                                         "on repeated random token segments (6-24 tokens)."),
     "toy-greater-than": Recipe("toy-greater-than", 3, 4, 64, 32, steps=3000,
                                description="3-layer GPT-2 with MLPs trained to put its mass on years above YY."),
+    # the task is defined only through the generic template kind (evals/tasks/data/toy-pronoun.yaml)
+    "toy-pronoun": Recipe("toy-pronoun", 2, 4, 64, 32, steps=3000,
+                          description="2-layer GPT-2 trained on word-level gendered-pronoun resolution (the subject's "
+                                      "he/she, with a distractor name of random gender)."),
 }
 
 
@@ -128,7 +132,7 @@ def train(name: str, out_root: Path | None = None, log_every: int = 500) -> Path
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=r.lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(r.seed)
 
-    if spec.generator.kind in ("ioi", "greater_than"):
+    if spec.generator.kind in ("ioi", "greater_than", "template", "pairs"):
         data = spec.make_batch(tok, 20_000, seed=r.seed)
         years = torch.tensor(spec.generator.year_token_ids(tok)) if spec.generator.kind == "greater_than" else None
         if years is not None:
