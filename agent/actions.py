@@ -431,13 +431,16 @@ def setup_cells(model_ref: str, task_name: str, n_prompts: int, seed: int, threa
         "from tools import Component, parse_components",
         "torch.set_grad_enabled(True)",
     ] + ([f"torch.set_num_threads({int(threads)})"] if threads else []))
+    spec_json = _task_file_json(task_name)
     load = "\n".join([
-        "from evals.tasks import load_task",
+        "from evals.tasks import TaskSpec, load_task",
         "from evals.zoo import list_zoo, load_zoo_model",
         f"_ref = {model_ref!r}",
         "_zoo = {e.name for e in list_zoo()}",
         f"model = load_zoo_model({model_ref!r}) if _ref in _zoo else tools.load_model(_ref)",
-        f"task = load_task({task_name!r})",
+        # a spec file is embedded: the kernel cannot see every host path, and resume/replay must not depend
+        # on the file staying as it was
+        f"task = TaskSpec.model_validate_json({spec_json!r})" if spec_json else f"task = load_task({task_name!r})",
         f"torch.manual_seed({seed})",
         f"batches = {{'main': task.make_batch(model.tokenizer, {n_prompts}, {seed}), "
         f"'heldout': task.make_batch(model.tokenizer, {n_prompts}, {seed + 1000})}}",
@@ -473,6 +476,18 @@ def setup_cells(model_ref: str, task_name: str, n_prompts: int, seed: int, threa
         "    return dict(_BASE[key])",
     ])
     return [imports, load, helpers]
+
+
+def _task_file_json(task: str) -> str | None:
+    """The spec as JSON when ``task`` is a spec file (not a built-in task name), else None."""
+    from pathlib import Path
+
+    p = Path(task)
+    if p.suffix not in (".yaml", ".yml", ".json") and not p.is_file():
+        return None
+    from evals.tasks import load_task
+
+    return load_task(p).model_dump_json()
 
 
 def result_text(data: object, limit: int = 4000) -> str:

@@ -2,7 +2,8 @@
 
 The offline framing is keyword matching, documented so a user can predict it:
 
-1. ``--task NAME_OR_PATH`` given: that task, no matching.
+1. ``--task NAME_OR_PATH`` given: that task, no matching (a spec file, e.g. one of the generic kinds
+   ``template``/``pairs``, is recorded by its absolute path and embedded in the kernel's setup).
 2. Otherwise each task scores the number of its ``question_keywords`` found in the lower-cased
    question (whole words or phrases). Tasks scoring 0 are out.
 3. Among the best-scoring tasks, one defined for the given ``--model`` wins; without ``--model``, one
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -88,7 +90,9 @@ def frame_question(question: str, task: str | None = None, model: str | None = N
         raise FramingError("the question is empty", fix='ask one, e.g. interp-agent investigate "which heads ..."')
     if task is not None:
         spec = _load_task(task)
-        return _framing(spec, model, [], ref=task)
+        # a spec file is recorded by its absolute path, so a run resumed from another directory finds it
+        ref = str(Path(task).resolve()) if Path(task).suffix in (".yaml", ".yml", ".json") else task
+        return _framing(spec, model, [], ref=ref)
     tasks = _load_tasks() if tasks is None else list(tasks)
     zoo = _zoo_names() if zoo is None else zoo
     scored = [(len(h), t, h) for t in tasks if (h := _hits(question, getattr(t, "question_keywords", []) or []))]

@@ -27,7 +27,8 @@ EXPECTED = {"toy-ioi", "toy-induction", "toy-greater-than", "planted-ioi", "plan
 
 def regex_word_tokenizer(words: list[str]):
     """A GPT-2-like offline tokenizer: word level, split like a regex pre-tokenizer (punctuation apart,
-    numbers in two-digit chunks, so "1732" is "17" "32" as in GPT-2)."""
+    numbers in two-digit chunks, so "1732" is "17" "32" as in GPT-2; a capital letter not followed by a
+    lower-case one is a token of its own, so the acronym "(CD" is "(" "C" "D")."""
     from tokenizers import Regex, Tokenizer
     from tokenizers.models import WordLevel
     from tokenizers.pre_tokenizers import Sequence, Split, Whitespace
@@ -37,7 +38,8 @@ def regex_word_tokenizer(words: list[str]):
     for w in words:
         vocab.setdefault(w, len(vocab))
     tk = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = Sequence([Whitespace(), Split(Regex(r"\d\d"), behavior="isolated")])
+    tk.pre_tokenizer = Sequence([Whitespace(), Split(Regex(r"\d\d"), behavior="isolated"),
+                                 Split(Regex(r"[A-Z](?![a-z])"), behavior="isolated")])
     return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
                                    unk_token="<unk>")
 

@@ -149,7 +149,8 @@ class _Generator(BaseModel):
         rng = random.Random(seed)
         rows: list[dict] = []
         failures, length = 0, None
-        reasons: Counter[tuple[str, str]] = Counter()
+        reasons: Counter[str] = Counter()
+        examples: dict[str, tuple[str, str]] = {}
         limit = max(200, 20 * n)
         while len(rows) < n:
             try:
@@ -160,10 +161,13 @@ class _Generator(BaseModel):
                 if not isinstance(e, TokenizationError):
                     raise
                 failures += 1
-                reasons[(e.what, e.fix or "")] += 1
-                if failures > limit:  # report the most frequent reason: that is the one to fix first
-                    (what, fix), k = reasons.most_common(1)[0]
-                    raise _tok_error(f"{failures} draws failed to tokenise ({k} times: {what})",
+                key = problem_key(e.what)
+                reasons[key] += 1
+                examples.setdefault(key, (e.what, e.fix or ""))
+                if failures > limit:  # report the most frequent problem: that is the one to fix first
+                    key, k = reasons.most_common(1)[0]
+                    what, fix = examples[key]
+                    raise _tok_error(f"{failures} draws failed to tokenise ({k} with this problem, e.g. {what})",
                                      fix=fix or "check the task's words against the tokenizer") from None
                 continue
             if length is None:
@@ -208,22 +212,25 @@ class _Generator(BaseModel):
 
         enc = _Encoder(tokenizer)
         rng = random.Random(seed)
-        reasons: Counter[tuple[str, str]] = Counter()
+        reasons: Counter[str] = Counter()
+        examples: dict[str, tuple[str, str]] = {}
         lengths: Counter[int] = Counter()
         first: int | None = None
         for _ in range(draws):
             try:
                 row = self._draw(enc, rng)
+                if len(row["corrupt"]) != len(row["clean"]):
+                    raise _tok_error(f"{CLEAN_CORRUPT_LENGTHS} ({len(row['clean'])} vs {len(row['corrupt'])} "
+                                     "tokens)", fix=LENGTHS_FIX)
             except TokenizationError as e:
-                reasons[(e.what, e.fix or "")] += 1
-                continue
-            if len(row["corrupt"]) != len(row["clean"]):
-                reasons[(CLEAN_CORRUPT_LENGTHS, LENGTHS_FIX)] += 1
+                key = problem_key(e.what)
+                reasons[key] += 1
+                examples.setdefault(key, (e.what, e.fix or ""))
                 continue
             first = len(row["clean"]) if first is None else first
             lengths[len(row["clean"])] += 1
-        out = [TokenizationIssue(problem=what, count=k, draws=draws, fix=fix) for (what, fix), k in
-               reasons.most_common(MAX_ISSUES)]
+        out = [TokenizationIssue(problem=examples[key][0], count=k, draws=draws, fix=examples[key][1])
+               for key, k in reasons.most_common(MAX_ISSUES)]
         if len(lengths) > 1:
             other = sum(k for n, k in lengths.items() if n != first)
             out.append(TokenizationIssue(
@@ -242,15 +249,25 @@ MAX_ISSUES = 12
 """At most this many distinct problems are listed by :meth:`_Generator.diagnose`."""
 
 
+def problem_key(what: str) -> str:
+    """A tokenisation problem without its particular words and numbers, to count draws that share it.
+
+    >>> problem_key("slot IO (' Christopher') is 2 tokens after 'Then, '")
+    'slot IO (…) is # tokens after …'
+    """
+    return re.sub(r"\d+", "#", re.sub(r"'[^']*'|\"[^\"]*\"", "…", what))
+
+
 class TokenizationIssue(BaseModel):
     """One problem found when a task's prompts are tokenised (see :meth:`_Generator.diagnose`)."""
 
     model_config = ConfigDict(frozen=True)
 
     problem: str
-    """What went wrong, naming the slot, word or item (e.g. ``"slot IO (' Christopher') is 2 tokens"``)."""
+    """What went wrong, naming the slot, word or item (the first example met, e.g. ``"slot IO (' Christopher')
+    is 2 tokens"``)."""
     count: int
-    """How many of the ``draws`` (or items) showed it."""
+    """How many of the ``draws`` (or items) showed this problem (with any words)."""
     draws: int
     """Draws (template kinds) or items (``pairs``) examined."""
     fix: str = ""
