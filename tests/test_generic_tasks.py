@@ -3,6 +3,8 @@ YAML round trips, and check_task's verdicts on ground truth (zoo models, corrupt
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -260,6 +262,10 @@ def test_check_task_passes_the_zoo_and_fails_corruptions_that_change_nothing() -
         r = check_task(redraw(spec, slots), model, n=48)
         assert not r.usable and len(r.reasons) == 1 and "noise floor" in r.reasons[0], slots
         assert r.flips == 0.0 and r.accuracy == 1.0
+    data = spec.model_dump(mode="json")  # answer and wrong the other way round: a big gap, but never right
+    data["generator"]["answer"], data["generator"]["wrong"] = "{S.other}", "{S.group}"
+    r = check_task(spec.model_validate(data), model, n=48)
+    assert r.reasons == [r.reasons[0]] and "not above chance" in r.reasons[0] and r.accuracy == 0.0
 
 
 def test_check_task_on_a_random_model_is_unusable() -> None:
@@ -294,3 +300,18 @@ def test_default_roles_come_from_the_generator() -> None:
     assert spec_from_yaml(text).roles == ["S", "O", "END"]
     with pytest.raises(TaskSpecError, match="roles"):
         spec_from_yaml(text.replace("metric: logit_diff", "metric: logit_diff\nroles: [S, END]"))
+
+
+def test_readme_examples_are_valid_specs() -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)
+    specs = {s.generator.kind: s for s in (spec_from_yaml(b, "README.md") for b in blocks)}
+    assert set(specs) == {"template", "pairs"}
+    assert specs["template"].generator == load_task("toy-pronoun").generator  # the README shows the real one
+    from tests.test_tasks import regex_word_tokenizer
+
+    pairs_spec = specs["pairs"]
+    b = pairs_spec.make_batch(regex_word_tokenizer(pairs_spec.vocabulary()), 2, seed=0)
+    assert b.size == 2 and set(b.positions) == {"IO", "S1", "S2", "END"}

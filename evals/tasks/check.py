@@ -79,8 +79,10 @@ class TaskCheck(BaseModel):
     """clean − corrupt."""
     gap_se: float | None = None
     """Standard error of the mean per-prompt gap."""
+    scale: float | None = None
+    """Mean |clean metric| per prompt."""
     noise_floor: float | None = None
-    """``max(GAP_SE × gap_se, GAP_REL × mean |clean metric|)``: a smaller |gap| is noise."""
+    """``max(GAP_SE × gap_se, GAP_REL × scale)``: a smaller |gap| is noise."""
     accuracy: float | None = None
     """Fraction of prompts whose clean metric is > 0 (the model prefers the answer over the wrong token)."""
     chance: float | None = None
@@ -132,7 +134,8 @@ def check_task(spec: Any, model: Any, n: int = 64, seed: int = 0, min_prompts: i
     b = batch.size
     se = float(gaps.std(unbiased=True) / math.sqrt(b)) if b > 1 else float("inf")
     gap = float(gaps.mean())
-    floor = max(GAP_SE * se, GAP_REL * float(mc.abs().mean()))
+    scale = float(mc.abs().mean())
+    floor = max(GAP_SE * se, GAP_REL * scale)
     acc = float((mc > 0).float().mean())
     answers = batch.answer_ids.tolist()
     chance = max(answers.count(a) for a in set(answers)) / b if spec.metric == "accuracy" else 0.5
@@ -144,8 +147,8 @@ def check_task(spec: Any, model: Any, n: int = 64, seed: int = 0, min_prompts: i
                        "corruption does not change what the metric measures")
     bar = chance + max(ACC_Z * math.sqrt(chance * (1 - chance) / b), ACC_MARGIN)
     if acc <= bar:
-        reasons.append(f"accuracy {acc:.2f} is at chance ({chance:.2f}; needs > {bar:.2f}): the model does not do "
-                       "this task")
+        reasons.append(f"accuracy {acc:.2f} is not above chance ({chance:.2f}; needs > {bar:.2f}): the model does "
+                       "not do this task (or answer and wrong are the other way round)")
     ex = []
     for i in range(min(examples, b)):
         ex.append(PromptExample(
@@ -153,6 +156,6 @@ def check_task(spec: Any, model: Any, n: int = 64, seed: int = 0, min_prompts: i
             answer=tok.decode([int(batch.answer_ids[i])]), wrong=tok.decode([int(batch.wrong_ids[i])]),
             clean_metric=float(mc[i]), corrupt_metric=float(mk[i])))
     return TaskCheck(**base, prompts=b, distinct_prompts=distinct, seq_len=batch.seq_len, clean=float(mc.mean()),
-                     corrupt=float(mk.mean()), gap=gap, gap_se=se, noise_floor=floor, accuracy=acc, chance=chance,
+                     corrupt=float(mk.mean()), gap=gap, gap_se=se, scale=scale, noise_floor=floor, accuracy=acc, chance=chance,
                      top1=float((top == batch.answer_ids.cpu()).float().mean()),
                      flips=float(((mc > 0) & (mk < 0)).float().mean()), issues=issues, examples=ex, reasons=reasons)
