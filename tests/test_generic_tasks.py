@@ -87,7 +87,6 @@ def test_group_markers_in_templates_and_explicit_positions() -> None:
 
     tok = regex_word_tokenizer(spec.vocabulary())
     b = spec.make_batch(tok, 32, seed=0)
-    i = torch.arange(b.size)
     letter = {w: k for k, ws in g.slots["W1"].items() for w in ws}
     for r in range(b.size):
         w1, w2, w3 = b.prompts[r].split()[1:4]

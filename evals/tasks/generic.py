@@ -467,7 +467,7 @@ class PairsGenerator(_Generator):
                                      f"prompt {it.clean!r}")
                 spans.append(span)
             spans.sort()
-            for (a0, a1), (b0, _) in zip(spans, spans[1:], strict=False):
+            for (_, a1), (b0, _) in zip(spans, spans[1:], strict=False):
                 if b0 < a1:
                     raise ValueError(f"item {i}: two roles name overlapping words")
         return self

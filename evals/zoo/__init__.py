@@ -2,7 +2,8 @@
 
 Two kinds, one interface:
 
-- **trained** (``toy-ioi``, ``toy-induction``, ``toy-greater-than``): trained by ``evals/zoo/train.py``
+- **trained** (``toy-ioi``, ``toy-induction``, ``toy-greater-than``, ``toy-pronoun``): trained by
+  ``evals/zoo/train.py``
   (fixed seed, minutes on 2 CPU cores); their reference circuits come from project analysis
   (``evals/zoo/analysis.py``) and live in the task data.
 - **planted** (``planted-induction``, ``planted-ioi``): weights written by hand in
