@@ -229,13 +229,13 @@ def _format_errors(path: Path, err: ValidationError) -> str:
     return f"invalid task spec {path}: " + "; ".join(parts)
 
 
-def spec_from_yaml(text: str, where: str = "<text>") -> TaskSpec:
+def spec_from_yaml(text: str, where: str = "<text>", json_only: bool = False) -> TaskSpec:
     """Parse and validate a spec from YAML (or JSON) text; :class:`TaskSpecError` names ``where`` and each bad field."""
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
+        raw = json.loads(text) if json_only else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
         raise TaskSpecError(f"cannot parse task spec {where}: {e}".replace("\n", " "),
-                            fix="fix the YAML syntax at the position shown") from None
+                            fix="fix the YAML/JSON syntax at the position shown") from None
     if not isinstance(raw, dict):
         raise TaskSpecError(f"task spec {where} must be a mapping of fields, got {type(raw).__name__}",
                             fix="start the file with 'name: ...'")
@@ -251,19 +251,7 @@ def load_spec_file(path: str | Path) -> TaskSpec:
     path = Path(path)
     if not path.is_file():
         raise TaskSpecError(f"task spec file {path} does not exist", fix="check the path")
-    try:
-        text = path.read_text()
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as e:
-        raise TaskSpecError(f"cannot parse task spec {path}: {e}".replace("\n", " "),
-                            fix="fix the YAML/JSON syntax at the position shown") from None
-    if not isinstance(raw, dict):
-        raise TaskSpecError(f"task spec {path} must be a mapping of fields, got {type(raw).__name__}",
-                            fix="start the file with 'name: ...'")
-    try:
-        return TaskSpec.model_validate(raw)
-    except ValidationError as e:
-        raise TaskSpecError(_format_errors(path, e), fix="fix the named field(s); see evals/tasks/spec.py") from None
+    return spec_from_yaml(path.read_text(), str(path), json_only=path.suffix == ".json")
 
 
 def _spec_files() -> list[Path]:
