@@ -5,6 +5,7 @@
 'L0H1'
 """
 
+from tools import experiments  # kernel cells call tools.experiments.*
 from tools.batch import TaskBatch
 from tools.components import Component, Kind, parse_components
 from tools.errors import ArchitectureError, BatchError, ComponentError, InterpAgentError, InterventionError
@@ -36,7 +37,7 @@ __all__ = [
     "ArchitectureError", "AttentionSummary", "BatchError", "Component", "ComponentError", "HeadScores",
     "InterpAgentError", "InterventionError", "Kind", "Model", "ProbeResult", "TaskBatch", "ablate", "accuracy",
     "activations", "attention_patterns", "attention_summary", "attribution_patching", "diff_of_means_vector",
-    "direct_logit_attribution", "get_metric", "head_scores", "kl_to_clean", "load_model", "logit_diff",
+    "direct_logit_attribution", "experiments", "get_metric", "head_scores", "kl_to_clean", "load_model", "logit_diff",
     "logit_lens", "map_components", "parse_components", "patch", "patching_sweep", "path_patch",
     "permute_heads", "position_mask", "prob_correct", "run_with_cache", "run_with_interventions", "steer",
     "train_probe",

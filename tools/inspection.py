@@ -55,7 +55,7 @@ class AttentionSummary(BaseModel):
     Buckets may overlap (a role can also be the previous token); ``roles`` excludes the query's own role.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True)
     head: str
     query: str = Field(description="the query position: a role name or an integer index")
     roles: dict[str, float] = Field(description="attention to each named role's position")

@@ -25,7 +25,8 @@ from tools.errors import BatchError, InterventionError
 Metric = Callable[[torch.Tensor, TaskBatch], torch.Tensor]
 
 
-def _end_logits(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+def end_logits(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+    """The logits ``[B, V]`` at each prompt's scored position ``batch.end`` (shape-checked against the batch)."""
     if logits.dim() != 3 or logits.shape[0] != batch.size:
         raise BatchError(f"logits of shape {tuple(logits.shape)} do not fit a batch of {batch.size}",
                          fix="pass logits [batch, seq, vocab] from a forward over this batch")
@@ -42,7 +43,7 @@ def _need(batch: TaskBatch, *names: str) -> None:
 def logit_diff(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
     """Mean of ``logit[answer] - logit[wrong]`` at ``batch.end``."""
     _need(batch, "answer_ids", "wrong_ids")
-    end = _end_logits(logits, batch)
+    end = end_logits(logits, batch)
     a = end.gather(1, batch.answer_ids.to(end.device)[:, None])
     w = end.gather(1, batch.wrong_ids.to(end.device)[:, None])
     return (a - w).mean()
@@ -58,14 +59,14 @@ def prob_correct(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
     0.25
     """
     _need(batch, "answer_ids")
-    p = _end_logits(logits, batch).softmax(-1)
+    p = end_logits(logits, batch).softmax(-1)
     return p.gather(1, batch.answer_ids.to(p.device)[:, None]).mean()
 
 
 def accuracy(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
     """Fraction of prompts whose top token at ``batch.end`` is the answer (no gradient)."""
     _need(batch, "answer_ids")
-    top = _end_logits(logits, batch).argmax(-1)
+    top = end_logits(logits, batch).argmax(-1)
     return (top == batch.answer_ids.to(top.device)).float().mean()
 
 
@@ -85,8 +86,8 @@ def kl_to_clean(logits: torch.Tensor, batch: TaskBatch, clean_logits: torch.Tens
     if clean_logits is None:
         raise InterventionError("kl_to_clean needs the clean logits",
                                 fix="use functools.partial(kl_to_clean, clean_logits=model(batch.clean_ids))")
-    p = _end_logits(clean_logits.to(logits.device), batch).log_softmax(-1)
-    q = _end_logits(logits, batch).log_softmax(-1)
+    p = end_logits(clean_logits.to(logits.device), batch).log_softmax(-1)
+    q = end_logits(logits, batch).log_softmax(-1)
     return (p.exp() * (p - q)).sum(-1).mean()
 
 

@@ -90,13 +90,6 @@ def _unsupported(model_type: str) -> ArchitectureError:
     )
 
 
-def _get(root: nn.Module, path: str) -> nn.Module:
-    mod = root
-    for part in path.split("."):
-        mod = mod[int(part)] if part.isdigit() else getattr(mod, part)
-    return mod
-
-
 class Model:
     """A Hugging Face causal LM with its tokenizer and architecture adapter.
 
@@ -152,11 +145,11 @@ class Model:
     def module(self, path: str, layer: int | None = None) -> nn.Module:
         """The module at ``path`` (block-relative when ``layer`` is given)."""
         if layer is None:
-            return _get(self.hf, path)
-        return _get(self.hf, f"{self.adapter.layers}.{layer}.{path}")
+            return self.hf.get_submodule(path)
+        return self.hf.get_submodule(f"{self.adapter.layers}.{layer}.{path}")
 
     def block(self, layer: int) -> nn.Module:
-        return _get(self.hf, self.adapter.layers)[layer]
+        return self.hf.get_submodule(f"{self.adapter.layers}.{layer}")
 
     # --- weights -------------------------------------------------------------------------------
     def W_O(self, layer: int) -> torch.Tensor:

@@ -5,12 +5,11 @@
 'toy-ioi'
 """
 
+from evals.tasks.errors import TaskSpecError, TokenizationError
 from evals.tasks.metrics import accuracy, logit_diff
 from evals.tasks.spec import (
     ReferenceEntry,
     TaskSpec,
-    TaskSpecError,
-    TokenizationError,
     list_tasks,
     load_spec_file,
     load_task,

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from evals.tasks.errors import TaskSpecError, TokenizationError
 from evals.tasks.generators import TokenizationIssue
 
 GAP_SE = 3.0
@@ -113,8 +114,6 @@ def check_task(spec: Any, model: Any, n: int = 64, seed: int = 0, min_prompts: i
     Never raises for a task that does not tokenise: that is a reason in the result. ``n`` prompts are
     drawn with ``seed``.
     """
-    from evals.tasks.spec import TaskSpecError, TokenizationError
-
     tok = model.tokenizer
     base = dict(task=spec.name, model=str(getattr(model, "name", "") or ""), metric=spec.metric)
     issues = spec.generator.diagnose(tok, draws=max(200, 2 * n), seed=seed)

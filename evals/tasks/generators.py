@@ -5,7 +5,7 @@ Each generator is a frozen pydantic model (its parameters, as written in a task 
 built piece by piece so that a named slot (a name, a year) is checked to be exactly one token *for the
 tokenizer in hand* — a GPT-2 BPE at run time, or a word-level tokenizer for the zoo. Draws that do not
 tokenise as needed (a two-token name, a prompt of another length) are redrawn; if too many fail, a
-:class:`~evals.tasks.spec.TokenizationError` says which word and why.
+:class:`~evals.tasks.errors.TokenizationError` says which word and why.
 
 Prompts in one batch share a token count (``TaskBatch`` requires it); a draw whose length differs from
 the first prompt's is redrawn.
@@ -33,13 +33,13 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from evals.tasks.errors import TokenizationError
+
 _SLOT = re.compile(r"\{(\w+)\}")
 _WORDS = re.compile(r"\w+|[^\w\s]+")
 
 
-def _tok_error(what: str, fix: str):
-    from evals.tasks.spec import TokenizationError
-
+def _tok_error(what: str, fix: str) -> TokenizationError:
     return TokenizationError(what, fix=fix)
 
 
@@ -155,11 +155,7 @@ class _Generator(BaseModel):
         while len(rows) < n:
             try:
                 row = self._draw(enc, rng)
-            except Exception as e:  # a TokenizationError: redraw, remember why
-                from evals.tasks.spec import TokenizationError
-
-                if not isinstance(e, TokenizationError):
-                    raise
+            except TokenizationError as e:  # redraw, remember why
                 failures += 1
                 key = problem_key(e.what)
                 reasons[key] += 1
@@ -208,8 +204,6 @@ class _Generator(BaseModel):
         of those that succeed: prompts of several lengths cannot share a batch, so only those of the first
         drawn length are used. An empty list means every draw tokenised as the task needs.
         """
-        from evals.tasks.spec import TokenizationError
-
         enc = _Encoder(tokenizer)
         rng = random.Random(seed)
         reasons: Counter[str] = Counter()

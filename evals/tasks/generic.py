@@ -75,6 +75,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from evals.tasks.errors import TaskSpecError, TokenizationError
 from evals.tasks.generators import (
     CLEAN_CORRUPT_LENGTHS,
     LENGTHS_FIX,
@@ -327,8 +328,6 @@ class TemplateGenerator(_Generator):
 
     # ------------------------------------------------------------------------------------ drawing
     def _draw(self, enc: _Encoder, rng: random.Random) -> dict:
-        from evals.tasks.spec import TaskSpecError
-
         template = self.templates[rng.randrange(len(self.templates))]
         parts = _parse(template)
         taken: set[str] = set()
@@ -502,12 +501,8 @@ class PairsGenerator(_Generator):
                 raise _tok_error(f"{CLEAN_CORRUPT_LENGTHS} ({len(clean)} vs {len(corrupt)} tokens)", fix=LENGTHS_FIX)
             answer = _one_token(enc, text, self.answer_prefix + it.answer, "answer")
             wrong = _one_token(enc, text, self.answer_prefix + it.wrong, "wrong answer")
-        except Exception as e:
-            from evals.tasks.spec import TokenizationError
-
-            if isinstance(e, TokenizationError):
-                raise _tok_error(f"item {i}: {e.what}", fix=e.fix or _SINGLE_FIX) from None
-            raise
+        except TokenizationError as e:
+            raise _tok_error(f"item {i}: {e.what}", fix=e.fix or _SINGLE_FIX) from None
         return dict(clean=clean, corrupt=corrupt, positions=positions, answer=answer, wrong=wrong, text=text)
 
     def _usable(self, enc: _Encoder) -> tuple[list[dict], int]:
@@ -529,8 +524,6 @@ class PairsGenerator(_Generator):
     def diagnose(self, tokenizer: Any, draws: int = 0, seed: int = 0) -> list[TokenizationIssue]:
         """One issue per broken item (several-token answer or role word, clean/corrupt lengths), plus items
         left out for their length. ``draws``/``seed`` are unused (every item is examined)."""
-        from evals.tasks.spec import TokenizationError
-
         enc = _Encoder(tokenizer)
         out: list[TokenizationIssue] = []
         lengths: Counter[int] = Counter()

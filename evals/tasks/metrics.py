@@ -1,8 +1,8 @@
 """Task metrics as ``metric(logits [B,T,V], batch) -> scalar tensor`` (mean over the batch).
 
-``logit_diff`` is answer − wrong logit at ``batch.end``; ``prob_diff`` (greater-than, Hanna et al.
-2023) is the probability of years above YY minus the probability of years at or below it;
-``accuracy`` is the fraction of prompts whose top token at END is the answer.
+``logit_diff`` and ``accuracy`` are :mod:`tools.metrics`' (one implementation, with its shape checks);
+``prob_diff`` (greater-than, Hanna et al. 2023) is the probability of years above YY minus the
+probability of years at or below it, and is defined here because it needs the task's year tokens.
 
 >>> import torch
 >>> from tools.batch import TaskBatch
@@ -19,21 +19,9 @@ from typing import Any
 
 import torch
 
+from tools.metrics import accuracy, end_logits, logit_diff
 
-def _end_logits(logits: torch.Tensor, batch) -> torch.Tensor:
-    return logits[torch.arange(logits.shape[0]), batch.end.to(logits.device)]
-
-
-def logit_diff(logits: torch.Tensor, batch) -> torch.Tensor:
-    """Mean of ``logit[answer] − logit[wrong]`` at the END position."""
-    end = _end_logits(logits, batch)
-    idx = torch.arange(end.shape[0])
-    return (end[idx, batch.answer_ids] - end[idx, batch.wrong_ids]).mean()
-
-
-def accuracy(logits: torch.Tensor, batch) -> torch.Tensor:
-    """Fraction of prompts whose arg-max token at END is the answer."""
-    return (_end_logits(logits, batch).argmax(-1) == batch.answer_ids).float().mean()
+__all__ = ["accuracy", "logit_diff", "make_metric", "prob_diff_fn"]
 
 
 def prob_diff_fn(year_ids: list[int]):
@@ -42,7 +30,7 @@ def prob_diff_fn(year_ids: list[int]):
     lookup = {t: y for y, t in enumerate(year_ids)}
 
     def prob_diff(logits: torch.Tensor, batch) -> torch.Tensor:
-        probs = _end_logits(logits, batch).softmax(-1)[:, ids.to(logits.device)]  # [B, 100]
+        probs = end_logits(logits, batch).softmax(-1)[:, ids.to(logits.device)]  # [B, 100]
         yy_tok = batch.clean_ids[torch.arange(batch.size), batch.position("YY")]
         yy = torch.tensor([lookup.get(int(t), 0) for t in yy_tok], device=probs.device)
         above = torch.arange(100, device=probs.device)[None, :] > yy[:, None]

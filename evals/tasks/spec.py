@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from evals.tasks.errors import TaskSpecError
 from evals.tasks.generators import (
     DocstringGenerator,
     GreaterThanGenerator,
@@ -47,14 +48,6 @@ GeneratorSpec = Annotated[
 """The generator kinds: four hard-coded families and the two generic kinds (``template``, ``pairs``;
 see :mod:`evals.tasks.generic`) with which a new task needs no Python."""
 _GENERATOR = TypeAdapter(GeneratorSpec)
-
-
-class TaskSpecError(InterpAgentError, ValueError):
-    """A task spec file that is missing, unparsable or invalid, or a task name that does not exist."""
-
-
-class TokenizationError(InterpAgentError, ValueError):
-    """A prompt that the given tokenizer cannot split as the task needs (e.g. a name that is two tokens)."""
 
 
 class ReferenceEntry(BaseModel):
