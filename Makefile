@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check agent tools sandbox evals tests benchmarks
+	$(VENV)/bin/lint-imports --no-cache  # the import contracts in .importlinter (one-way packages, agent layers, no cycles)
 
 test: lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)

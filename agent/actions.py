@@ -1,28 +1,21 @@
 """The planner's tools: pydantic input schemas, the same for every planner (claude, offline, replay).
 
-Every experiment tool becomes a **code cell** — a string calling ``tools`` inside the sandbox kernel
-that assigns ``_result`` — so each experiment is reproducible code in the log and its numbers come
-back as JSON (``ExecutionResult.data``). The kernel's setup cells (:func:`setup_cells`) define the
-names the cells use:
-
-============  ====================================================================================
-``model``     the ``tools.Model`` under study
-``task``      the ``evals.tasks.TaskSpec``
-``batches``   ``{"main": TaskBatch, "heldout": TaskBatch}``; held-out prompts use a fresh seed
-``batch``     ``batches["main"]``
-``metric``    the task metric, ``metric(logits, batch) -> scalar`` (``task.metric_fn``; logit difference by default)
-``_tojson``   turns tensors / ``Component`` keys / nested containers into JSON-able values
-``_base``     ``_base(b) -> {"clean", "corrupt", "gap"}``: the metric on clean and corrupt prompts
-============  ====================================================================================
+Every experiment tool becomes a **code cell** that makes ONE call into :mod:`tools.experiments` in the
+sandbox kernel and assigns its typed result to ``_result``, so each experiment is reproducible code in
+the log, its algorithm is a linted, unit-tested function, and its numbers come back as JSON
+(``ExecutionResult.data``) that :func:`parse_result` reads with the same pydantic model. The kernel's
+names (``model``, ``batches``, ``metric``...) are defined by :func:`agent.kernel.setup_cells`.
 
 Non-experiment tools (``record_hypothesis``, ``conclude_component``, ``finish``) run no code; the loop
 turns them into ``hypothesis`` / ``conclusion`` events.
 
->>> a = Ablate(components=["L1H2"], method="mean")
->>> "tools.ablate(model, _b, parse_components(['L1H2']), method='mean')" in a.to_code()
-True
+>>> print(Ablate(components=["L1H2"], method="mean").to_code())
+# ablate L1H2 (mean) on the main prompts
+_result = tools.experiments.ablation(model, batches['main'], metric, ['L1H2'], method='mean').model_dump(mode='json')
 >>> sorted(TOOLS)[:3]
 ['ablate', 'attention', 'attribution_sweep']
+>>> parse_result("ablate", {"components": ["L1H2"], "clean": 2.0, "gap": 4.0, "ablated": 1.0, "effect": 1.0}).effect
+1.0
 >>> RecordHypothesis(component="L1H2", statement="moves the IO name", status="proposed").status
 'proposed'
 """
@@ -30,10 +23,11 @@ True
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from tools import experiments as X
 from tools.components import Component, parse_components
 
 PromptSet = Literal["main", "heldout"]
@@ -55,17 +49,44 @@ ComponentList = Annotated[list[str], AfterValidator(_check_components)]
 class _Tool(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    def to_code(self) -> str | None:  # pragma: no cover - overridden
+    result: ClassVar[type[BaseModel] | None] = None
+    """The result model of the tool's cell (None: the tool runs no code, or returns free-form data)."""
+
+    def to_code(self) -> str | None:
         """The cell this tool runs, or ``None`` for tools that run no code."""
         return None
 
-    def meta(self) -> dict:
-        """The tool's inputs, echoed at the top of its ``_result`` so each number says what produced it."""
-        return self.model_dump(mode="json")
+
+def _args(*args: Any, **kwargs: Any) -> str:
+    return ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
 
 
-def _cell(comment: str, body: list[str]) -> str:
-    return "\n".join([f"# {comment}", *body])
+class _Experiment(_Tool):
+    """A tool whose cell is one ``tools.experiments`` call (:attr:`function`) and ``_result = r.model_dump()``."""
+
+    function: ClassVar[str]
+
+    def comment(self) -> str:  # pragma: no cover - overridden
+        return self.function
+
+    def arguments(self) -> str:  # pragma: no cover - overridden
+        """The call's arguments after ``model``, as Python source."""
+        return ""
+
+    def to_code(self) -> str:
+        return (f"# {self.comment()}\n_result = tools.experiments.{self.function}(model, {self.arguments()})"
+                ".model_dump(mode='json')")
+
+
+def _batch(prompts: str) -> str:
+    return f"batches[{prompts!r}], metric"
+
+
+class _Raw(str):
+    """Source text inserted into a call as is (``batches['main'], metric``)."""
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 class RunCode(_Tool):
@@ -78,73 +99,61 @@ class RunCode(_Tool):
         return self.code if not self.purpose else f"# {self.purpose}\n{self.code}"
 
 
-class Ablate(_Tool):
+class Ablate(_Experiment):
     """Ablate components and measure the task metric (effect = clean − ablated, and as a fraction of the gap)."""
 
+    function: ClassVar[str] = "ablation"
+    result: ClassVar[type[BaseModel]] = X.AblationResult
     components: ComponentList = Field(min_length=1, description="Components, e.g. ['L1H2', 'MLP0'].")
     method: Literal["mean", "zero", "resample"] = "mean"
     prompts: PromptSet = "main"
 
+    def comment(self) -> str:
+        return f"ablate {','.join(self.components)} ({self.method}) on the {self.prompts} prompts"
 
-    def to_code(self) -> str:
-        return _cell(f"ablate {','.join(self.components)} ({self.method}) on the {self.prompts} prompts", [
-            f"_b = batches[{self.prompts!r}]",
-            "_m0 = _base(_b)",
-            f"_abl = float(metric(tools.ablate(model, _b, parse_components({self.components!r}), "
-            f"method={self.method!r}), _b))",
-            f"_result = {self.meta()!r}",
-            "_result.update(clean=_m0['clean'], gap=_m0['gap'], ablated=_abl, effect=_m0['clean'] - _abl,",
-            "               effect_frac=(_m0['clean'] - _abl) / _m0['gap'] if _m0['gap'] else None)",
-        ])
+    def arguments(self) -> str:
+        return _args(_Raw(_batch(self.prompts)), self.components, method=self.method)
 
 
-class Patch(_Tool):
+class Patch(_Experiment):
     """Activation patching: copy components' outputs between clean and corrupt runs; report recovered fraction."""
 
+    function: ClassVar[str] = "patching"
+    result: ClassVar[type[BaseModel]] = X.PatchingResult
     components: ComponentList = Field(min_length=1)
     positions: list[str] | None = Field(None, description="Named roles (IO, S1, S2, END) or integer positions; all if omitted.")
     direction: Literal["clean_to_corrupt", "corrupt_to_clean"] = "clean_to_corrupt"
     prompts: PromptSet = "main"
 
+    def comment(self) -> str:
+        return f"patch {','.join(self.components)} {self.direction} on the {self.prompts} prompts"
 
-    def to_code(self) -> str:
-        pos = None if self.positions is None else [int(p) if p.lstrip("-").isdigit() else p for p in self.positions]
-        return _cell(f"patch {','.join(self.components)} {self.direction} on the {self.prompts} prompts", [
-            f"_b = batches[{self.prompts!r}]",
-            "_m0 = _base(_b)",
-            f"_pm = float(metric(tools.patch(model, _b, parse_components({self.components!r}), positions={pos!r}, "
-            f"direction={self.direction!r}), _b))",
-            "_ref = _m0['corrupt']" if self.direction == "clean_to_corrupt" else "_ref = _m0['clean']",
-            f"_result = {self.meta()!r}",
-            "_result.update(_m0, patched=_pm, effect=_pm - _ref,",
-            "               effect_frac=(_pm - _ref) / _m0['gap'] if _m0['gap'] else None)",
-        ])
+    def arguments(self) -> str:
+        return _args(_Raw(_batch(self.prompts)), self.components, positions=self.positions, direction=self.direction)
 
 
-class PathPatch(_Tool):
+class PathPatch(_Experiment):
     """Path patching (IOI-paper method): the sender's corrupt output, only through the receivers' input."""
 
+    function: ClassVar[str] = "path_patching"
+    result: ClassVar[type[BaseModel]] = X.PathPatchingResult
     sender: ComponentName
     receivers: ComponentList = Field(min_length=1)
     receiver_input: Literal["q", "k", "v", "resid"] = "resid"
     prompts: PromptSet = "main"
 
+    def comment(self) -> str:
+        return f"path patch {self.sender} -> {','.join(self.receivers)} ({self.receiver_input})"
 
-    def to_code(self) -> str:
-        return _cell(f"path patch {self.sender} -> {','.join(self.receivers)} ({self.receiver_input})", [
-            f"_b = batches[{self.prompts!r}]",
-            "_m0 = _base(_b)",
-            f"_pm = float(metric(tools.path_patch(model, _b, Component.parse({self.sender!r}), "
-            f"parse_components({self.receivers!r}), receiver_input={self.receiver_input!r}), _b))",
-            f"_result = {self.meta()!r}",
-            "_result.update(_m0, patched=_pm, effect=_m0['clean'] - _pm,",
-            "               effect_frac=(_m0['clean'] - _pm) / _m0['gap'] if _m0['gap'] else None)",
-        ])
+    def arguments(self) -> str:
+        return _args(_Raw(_batch(self.prompts)), self.sender, self.receivers, receiver_input=self.receiver_input)
 
 
-class AttributionSweep(_Tool):
+class AttributionSweep(_Experiment):
     """Effect of patching each component (exact sweep or its gradient approximation), as fractions of the gap."""
 
+    function: ClassVar[str] = "sweep"
+    result: ClassVar[type[BaseModel]] = X.SweepResult
     kind: Literal["heads", "mlps", "all"] = "all"
     method: Literal["exact", "attribution"] = "exact"
     top_k: int = Field(20, ge=1, le=500)
@@ -152,191 +161,113 @@ class AttributionSweep(_Tool):
     zero_ablation: bool = Field(False, description="Also zero-ablate each component (one forward each) and report "
                                                   "'ablation_frac': catches features constant across prompts.")
 
-    def to_code(self) -> str:
-        fn = "patching_sweep" if self.method == "exact" else "attribution_patching"
-        comps = ("model.components('heads') + model.components('mlps')" if self.kind == "all"
-                 else f"model.components({self.kind!r})")
-        return _cell(f"{self.method} patching sweep over {self.kind} on the {self.prompts} prompts", [
-            f"_b = batches[{self.prompts!r}]",
-            "_m0 = _base(_b)",
-            f"_sw = tools.{fn}(model, _b, metric, components={comps})",
-            "_eff = {str(c): float(v) for c, v in _sw.items()}",
-            f"_top = sorted(_eff, key=lambda k: -abs(_eff[k]))[:{self.top_k}]",
-            f"_result = {self.meta()!r}",
-            "_result.update(_m0, effects={k: _eff[k] for k in _top},",
-            "               effect_frac={k: _eff[k] / _m0['gap'] if _m0['gap'] else None for k in _top})",
-        ] + ([
-            f"_za = {{str(c): _m0['clean'] - float(metric(tools.ablate(model, _b, [c], method='zero'), _b)) "
-            f"for c in {comps}}}",
-            "_result['ablation_frac'] = {k: v / _m0['gap'] if _m0['gap'] else None for k, v in _za.items()}",
-        ] if self.zero_ablation else []))
+    def comment(self) -> str:
+        return f"{self.method} patching sweep over {self.kind} on the {self.prompts} prompts"
+
+    def arguments(self) -> str:
+        return _args(_Raw(_batch(self.prompts)), kind=self.kind, method=self.method, top_k=self.top_k,
+                     zero_ablation=self.zero_ablation)
 
 
-class RedundancyCheck(_Tool):
+class RedundancyCheck(_Experiment):
     """Find redundant heads: ablate each layer's heads together (minus ``exclude``) and, where that joint
-    effect far exceeds the members' single effects, every pair inside; reports the pairs that matter jointly."""
+    effect far exceeds the members' single effects, every pair inside; reports the pairs that matter jointly
+    (:func:`tools.experiments.redundancy`)."""
 
+    function: ClassVar[str] = "redundancy"
+    result: ClassVar[type[BaseModel]] = X.RedundancyResult
     exclude: ComponentList = Field(default_factory=list, description="Components already kept (left out of groups).")
     threshold: float = Field(0.10, ge=0, description="A pair is kept when its joint effect >= this fraction of the gap")
     synergy: float = Field(2.0, ge=1, description="... and >= synergy x the sum of its members' |single effects|.")
     method: Literal["mean", "zero"] = "mean"
     prompts: PromptSet = "main"
 
-    def to_code(self) -> str:
-        """One cell, batched: variants (a set of heads ablated together) are stacked along the batch, one
-        chunk of the repeated prompts per variant, ``max(1, 4096 // (B*T))`` variants per forward; each head is
-        replaced by its mean output over the prompts (per position) or zero in the rows of the variants
-        that ablate it. Pass 1: every group member alone and each layer's group (the layer's heads not in
-        ``exclude``, when ≥ 2). A group is *flagged* when joint ≥ threshold and ≥ synergy × Σ|single|.
-        Pass 2: every pair inside a flagged group; a pair passing the same two tests is *kept*, with why."""
-        return _cell(f"redundancy check ({self.method} ablation) of each layer's heads, excluding "
-                     f"{','.join(self.exclude) or 'none'}, on the {self.prompts} prompts", [
-            "import itertools as _it",
-            f"_b = batches[{self.prompts!r}]",
-            "_m0 = _base(_b)",
-            f"_T, _S, _excl = {self.threshold!r}, {self.synergy!r}, set({self.exclude!r})",
-            "_groups = {}",
-            "for _c in model.components('heads'):",
-            "    if str(_c) not in _excl:",
-            "        _groups.setdefault(f'L{_c.layer}', []).append(str(_c))",
-            "_groups = {k: v for k, v in _groups.items() if len(v) >= 2}",
-            "_ids = _b.clean_ids.to(model.device)",
-            "_B = _ids.shape[0]",
-            "_all = [c for g in _groups.values() for c in g]",
-            "_cache = tools.run_with_cache(model, _ids, parse_components(_all))[1] if _all else {}",
-            "_ref = {str(c): " + ("a.mean(0, keepdim=True)" if self.method == "mean" else "torch.zeros_like(a[:1])")
-            + " for c, a in _cache.items()}",
-            "def _joint(variants):",
-            "    out, k = {}, max(1, 4096 // _ids.numel())",
-            "    for s in range(0, len(variants), k):",
-            "        ch, iv = variants[s:s + k], {}",
-            "        for c in dict.fromkeys(c for v in ch for c in v):",
-            "            rows = torch.tensor([c in v for v in ch], device=model.device).repeat_interleave(_B)",
-            "            iv[c] = (lambda r, m: (lambda o: torch.where(r[:, None, None], m.expand_as(o), o)))(rows, _ref[c])",
-            "        lg = tools.run_with_interventions(model, _ids.repeat(len(ch), 1), iv)",
-            "        for i, v in enumerate(ch):",
-            "            fx = _m0['clean'] - float(metric(lg[i * _B:(i + 1) * _B], _b))",
-            "            out[','.join(v)] = fx / _m0['gap'] if _m0['gap'] else 0.0",
-            "    return out",
-            "_single = _joint([[c] for c in _all])",
-            "_gj = _joint(list(_groups.values()))",
-            "_gres, _todo = {}, []",
-            "for _l, _g in _groups.items():",
-            "    _j, _s = _gj[','.join(_g)], sum(abs(_single[c]) for c in _g)",
-            "    _gres[_l] = {'heads': _g, 'joint': _j, 'sum_single': _s, 'flagged': _j >= _T and _j >= _S * _s}",
-            "    if _gres[_l]['flagged']:",
-            "        _todo += [list(p) for p in _it.combinations(_g, 2)]",
-            "_pairs = _joint(_todo) if _todo else {}",
-            "_kept = {}",
-            "for _p, _j in sorted(_pairs.items(), key=lambda kv: -kv[1]):",
-            "    _a, _c2 = _p.split(',')",
-            "    if _j >= _T and _j >= _S * (abs(_single[_a]) + abs(_single[_c2])):",
-            "        for _x, _y in ((_a, _c2), (_c2, _a)):",
-            "            _e = _kept.setdefault(_x, {'partners': [], 'joint': _j, 'why': []})",
-            "            _e['partners'].append(_y)",
-            "            _e['why'].append(f'{_x}+{_y} ablated together remove {_j:.2f} of the gap '",
-            "                             f'(alone: {_x} {_single[_x]:+.3f}, {_y} {_single[_y]:+.3f})')",
-            "_kept = {k: {**v, 'why': '; '.join(v['why'])} for k, v in _kept.items()}",
-            f"_result = {self.meta()!r}",
-            "_result.update(_m0, single=_single, groups=_gres, pairs=_pairs, kept=_kept)",
-        ])
+    def comment(self) -> str:
+        return (f"redundancy check ({self.method} ablation) of each layer's heads, excluding "
+                f"{','.join(self.exclude) or 'none'}, on the {self.prompts} prompts")
+
+    def arguments(self) -> str:
+        return _args(_Raw(_batch(self.prompts)), exclude=self.exclude, threshold=self.threshold,
+                     synergy=self.synergy, method=self.method)
 
 
-class Attention(_Tool):
+class Attention(_Experiment):
     """Where a head attends from the scored position, in task terms (fraction on IO, S1, S2, previous token, BOS...)."""
 
+    function: ClassVar[str] = "attention"
+    result: ClassVar[type[BaseModel]] = X.AttentionResult
     head: ComponentName
     prompts: PromptSet = "main"
 
+    def comment(self) -> str:
+        return f"attention summary of {self.head} on the {self.prompts} prompts"
 
-    def to_code(self) -> str:
-        return _cell(f"attention summary of {self.head} on the {self.prompts} prompts", [
-            f"_result = {{'head': {self.head!r}, 'summary': _tojson(tools.attention_summary(model, "
-            f"batches[{self.prompts!r}], Component.parse({self.head!r})))}}",
-        ])
+    def arguments(self) -> str:
+        return _args(_Raw(f"batches[{self.prompts!r}]"), self.head)
 
 
-class LogitAttribution(_Tool):
+class LogitAttribution(_Experiment):
     """Direct logit attribution of components onto the answer − wrong direction (logit lens of their outputs)."""
 
+    function: ClassVar[str] = "logit_attribution"
+    result: ClassVar[type[BaseModel]] = X.DLAResult
     components: ComponentList = Field(min_length=1)
     prompts: PromptSet = "main"
 
+    def comment(self) -> str:
+        return f"direct logit attribution of {','.join(self.components)} on the {self.prompts} prompts"
 
-    def to_code(self) -> str:
-        return _cell(f"direct logit attribution of {','.join(self.components)} on the {self.prompts} prompts", [
-            f"_b = batches[{self.prompts!r}]",
-            "_m0 = _base(_b)",
-            f"_dla = _tojson(tools.direct_logit_attribution(model, _b, parse_components({self.components!r})))",
-            "_result = {'dla': _dla, 'clean': _m0['clean'], 'gap': _m0['gap']}",
-        ])
+    def arguments(self) -> str:
+        return _args(_Raw(_batch(self.prompts)), self.components)
 
 
-class HeadScores(_Tool):
-    """OV copying, previous-token, induction and duplicate-token scores of heads (weights + random sequences)."""
+class HeadScores(_Experiment):
+    """OV copying, previous-token, induction and duplicate-token scores of heads (weights + random sequences),
+    plus a look-back scan (attention from t to t−k, best k in 1..4)."""
 
+    function: ClassVar[str] = "head_profile"
+    result: ClassVar[type[BaseModel]] = X.HeadProfileResult
     heads: ComponentList = Field(min_length=1)
     seed: int = 0
 
-    def to_code(self) -> str:
-        """``tools.head_scores`` plus a look-back scan: mean attention from t to t−k, k = 1..4, on random tokens
-        (trained heads often look 2–3 tokens back rather than 1; see FIELD-NOTES), as ``lookback`` and
-        ``lookback_offset``."""
-        return _cell(f"head scores of {','.join(self.heads)} (seed {self.seed})", [
-            f"_hs = _tojson(tools.head_scores(model, heads=parse_components({self.heads!r}), seed={self.seed}))",
-            f"_g = torch.Generator().manual_seed({self.seed})",
-            "_T = min(40, int(getattr(model.hf.config, 'n_positions', None) or "
-            "getattr(model.hf.config, 'max_position_embeddings', 40)))",
-            "_ids = torch.randint(min(4, model.hf.config.vocab_size - 1), model.hf.config.vocab_size, (16, _T), "
-            "generator=_g)",
-            f"_pats = tools.attention_patterns(model, _ids, parse_components({self.heads!r}))",
-            "for _h, _p in _pats.items():",
-            "    _lb = {k: float(_p[:, torch.arange(k, _T), torch.arange(0, _T - k)].mean()) for k in range(1, 5)}",
-            "    _k = max(_lb, key=_lb.get)",
-            "    _hs[str(_h)].update(lookback=_lb[_k], lookback_offset=_k)",
-            "_result = {'scores': _hs}",
-        ])
+    def comment(self) -> str:
+        return f"head scores of {','.join(self.heads)} (seed {self.seed})"
+
+    def arguments(self) -> str:
+        return _args(self.heads, seed=self.seed)
 
 
-class Probe(_Tool):
+class Probe(_Experiment):
     """Train a linear probe at a site and position for the answer token; held-out accuracy."""
 
+    function: ClassVar[str] = "probing"
+    result: ClassVar[type[BaseModel]] = X.ProbingResult
     site: ComponentName = Field(description="A component, e.g. resid_post1 or L1H2.")
     position: str = "END"
     prompts: PromptSet = "main"
     seed: int = 0
 
+    def comment(self) -> str:
+        return f"probe the answer at {self.site}, position {self.position}"
 
-    def to_code(self) -> str:
-        pos = int(self.position) if self.position.lstrip("-").isdigit() else self.position
-        return _cell(f"probe the answer at {self.site}, position {self.position}", [
-            f"_b = batches[{self.prompts!r}]",
-            f"_pr = tools.train_probe(model, _b, Component.parse({self.site!r}), _b.answer_ids, position={pos!r}, "
-            f"seed={self.seed})",
-            f"_result = {self.meta()!r}",
-            "_result.update(heldout_accuracy=float(_pr.test_accuracy), train_accuracy=float(_pr.train_accuracy))",
-        ])
+    def arguments(self) -> str:
+        return _args(_Raw(f"batches[{self.prompts!r}]"), self.site, position=self.position, seed=self.seed)
 
 
-class Steer(_Tool):
+class Steer(_Experiment):
     """Add ``alpha`` × (clean − corrupt mean activation) at a site on corrupt prompts; report the metric change."""
 
+    function: ClassVar[str] = "steering"
+    result: ClassVar[type[BaseModel]] = X.SteeringResult
     site: ComponentName
     alpha: float = 1.0
     prompts: PromptSet = "main"
 
+    def comment(self) -> str:
+        return f"steer {self.site} by {self.alpha} x (clean - corrupt) on the {self.prompts} prompts"
 
-    def to_code(self) -> str:
-        return _cell(f"steer {self.site} by {self.alpha} x (clean - corrupt) on the {self.prompts} prompts", [
-            f"_b = batches[{self.prompts!r}]",
-            "_m0 = _base(_b)",
-            f"_vec = tools.diff_of_means_vector(model, _b.clean_ids, _b.corrupt_ids, Component.parse({self.site!r}), "
-            "position=_b.end)",
-            f"_st = tools.steer(model, _b.corrupt_ids, Component.parse({self.site!r}), _vec, {self.alpha!r})",
-            "_sm = float(metric(_st if torch.is_tensor(_st) else _st.logits, _b))",
-            f"_result = {self.meta()!r}",
-            "_result.update(_m0, steered=_sm, effect_frac=(_sm - _m0['corrupt']) / _m0['gap'] if _m0['gap'] else None)",
-        ])
+    def arguments(self) -> str:
+        return _args(_Raw(_batch(self.prompts)), self.site, alpha=self.alpha)
 
 
 class RecordHypothesis(_Tool):
@@ -350,7 +281,6 @@ class RecordHypothesis(_Tool):
     hypothesis_id: str | None = Field(None, description="Reuse an id to update an earlier hypothesis.")
 
 
-
 class ConcludeComponent(_Tool):
     """Conclude the current component: its role (a short label), an explanation, confidence 0-1, evidence seqs."""
 
@@ -359,7 +289,6 @@ class ConcludeComponent(_Tool):
     explanation: str = Field(min_length=1)
     confidence: float = Field(ge=0, le=1)
     evidence: list[int] = Field(default_factory=list)
-
 
 
 class Finish(_Tool):
@@ -386,7 +315,8 @@ TOOLS: dict[str, type[_Tool]] = {
 }
 """Tool name → input model. The names are what every planner emits in ``tool_use`` blocks."""
 
-EXPERIMENT_TOOLS = frozenset(n for n in TOOLS if n not in ("record_hypothesis", "conclude_component", "finish"))
+EXPERIMENT_TOOLS = frozenset(n for n, t in TOOLS.items() if t is RunCode or issubclass(t, _Experiment))
+"""Tools that run a code cell in the sandbox."""
 
 
 def tool_specs() -> list:
@@ -406,88 +336,19 @@ def input_schema(name: str) -> dict:
     >>> input_schema("ablate")["required"]
     ['components']
     """
-    schema = TOOLS[name].model_json_schema()
-    return schema
+    return TOOLS[name].model_json_schema()
 
 
-def setup_cells(model_ref: str, task_name: str, n_prompts: int, seed: int, threads: int | None = 1) -> list[str]:
-    """The kernel's setup cells: imports, the model, the task and its main / held-out batches, helpers.
-
-    ``model_ref`` is a zoo name or a path / HF id; held-out prompts use seed ``seed + 1000``.
-    ``threads`` sets torch's intra-op threads in the kernel (None: torch's default). One thread is
-    the fast choice for the small models here (measured ~15x faster than 2 threads for an ablation
-    on a loaded 2-core machine); give more for large models on many cores.
-
-    >>> cells = setup_cells("toy-ioi", "toy-ioi", 32, 0)
-    >>> "load_zoo_model('toy-ioi')" in cells[1]
-    True
-    """
-    imports = "\n".join([
-        "import os",
-        "os.environ.setdefault('HF_HUB_OFFLINE', '1')",
-        "import json, math",
-        "import torch",
-        "import tools",
-        "from tools import Component, parse_components",
-        "torch.set_grad_enabled(True)",
-    ] + ([f"torch.set_num_threads({int(threads)})"] if threads else []))
-    spec_json = _task_file_json(task_name)
-    load = "\n".join([
-        "from evals.tasks import TaskSpec, load_task",
-        "from evals.zoo import list_zoo, load_zoo_model",
-        f"_ref = {model_ref!r}",
-        "_zoo = {e.name for e in list_zoo()}",
-        f"model = load_zoo_model({model_ref!r}) if _ref in _zoo else tools.load_model(_ref)",
-        # a spec file is embedded: the kernel cannot see every host path, and resume/replay must not depend
-        # on the file staying as it was
-        f"task = TaskSpec.model_validate_json({spec_json!r})" if spec_json else f"task = load_task({task_name!r})",
-        f"torch.manual_seed({seed})",
-        f"batches = {{'main': task.make_batch(model.tokenizer, {n_prompts}, {seed}), "
-        f"'heldout': task.make_batch(model.tokenizer, {n_prompts}, {seed + 1000})}}",
-        "batch = batches['main']",
-        "metric = task.metric_fn(model.tokenizer)",
-    ])
-    helpers = "\n".join([
-        "def _tojson(x):",
-        "    if isinstance(x, torch.Tensor):",
-        "        return x.item() if x.numel() == 1 else x.detach().cpu().tolist()",
-        "    if isinstance(x, dict):",
-        "        return {str(k): _tojson(v) for k, v in x.items()}",
-        "    if isinstance(x, (list, tuple)):",
-        "        return [_tojson(v) for v in x]",
-        "    if hasattr(x, 'model_dump'):",
-        "        return _tojson(x.model_dump())",
-        "    if hasattr(x, '__dataclass_fields__'):",
-        "        return {k: _tojson(getattr(x, k)) for k in x.__dataclass_fields__}",
-        "    if isinstance(x, float) and not math.isfinite(x):",
-        "        return None",
-        "    if isinstance(x, (int, float, str, bool)) or x is None:",
-        "        return x",
-        "    return str(x)",
-        "",
-        "_BASE = {}",
-        "def _base(b):",
-        "    key = id(b)",
-        "    if key not in _BASE:",
-        "        with torch.no_grad():",
-        "            c = float(metric(model(b.clean_ids), b))",
-        "            k = float(metric(model(b.corrupt_ids), b)) if b.corrupt_ids is not None else 0.0",
-        "        _BASE[key] = {'clean': c, 'corrupt': k, 'gap': c - k}",
-        "    return dict(_BASE[key])",
-    ])
-    return [imports, load, helpers]
-
-
-def _task_file_json(task: str) -> str | None:
-    """The spec as JSON when ``task`` is a spec file (not a built-in task name), else None."""
-    from pathlib import Path
-
-    p = Path(task)
-    if p.suffix not in (".yaml", ".yml", ".json") and not p.is_file():
+def parse_result(tool: str, data: Any) -> BaseModel | None:
+    """A logged cell's ``data`` as its tool's result model; None for tools without one or for data that does
+    not validate (kernel output is untrusted: a malformed result is never an exception here)."""
+    model = getattr(TOOLS.get(tool), "result", None)
+    if model is None or not isinstance(data, dict):
         return None
-    from evals.tasks import load_task
-
-    return load_task(p).model_dump_json()
+    try:
+        return model.model_validate(data)
+    except ValidationError:
+        return None
 
 
 def result_text(data: object, limit: int = 4000) -> str:

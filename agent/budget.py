@@ -20,16 +20,18 @@ In every case the run still clusters and reports what it has, and the log gets a
 >>> b = Budget(max_steps=3, max_usd=1.0)
 >>> u = BudgetUsage(steps=3, usd=0.2)
 >>> exceeded(b, u)
-'component_steps'
->>> exceeded(b, u.model_copy(update={"steps": 1, "usd": 1.5}))
-'usd'
+<Limit.COMPONENT_STEPS: 'component_steps'>
+>>> exceeded(b, u.model_copy(update={"steps": 1, "usd": 1.5})) == "usd"
+True
 >>> exceeded(b, BudgetUsage()) is None
 True
->>> is_run_wide("usd"), is_run_wide("component_steps")
+>>> Limit.USD.run_wide, Limit.COMPONENT_STEPS.run_wide
 (True, False)
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -73,36 +75,41 @@ class BudgetUsage(BaseModel):
         return self.input_tokens + self.output_tokens
 
 
-RUN_WIDE = ("tool_calls", "tokens", "usd", "wall_s")
+class Limit(StrEnum):
+    """A budget limit that was reached: the ``limit_hit`` value of the log's ``budget`` events."""
+
+    COMPONENT_STEPS = "component_steps"
+    """``max_steps``: the current component's planner steps."""
+    TOOL_CALLS = "tool_calls"
+    """``max_tool_calls``, over the run."""
+    TOKENS = "tokens"
+    """``max_tokens``, over the run."""
+    USD = "usd"
+    """``max_usd``, over the run."""
+    WALL_S = "wall_s"
+    """``max_wall_s``, over the run."""
+    STEPS = "steps"
+    """Run-level planner steps (accepted in logs; no budget field sets it)."""
+
+    @property
+    def run_wide(self) -> bool:
+        """True for limits that end the whole investigation (not just one component)."""
+        return self is not Limit.COMPONENT_STEPS
 
 
-def is_run_wide(limit: str) -> bool:
-    """True for limits that end the whole investigation (not just one component)."""
-    return limit in RUN_WIDE
+FIELDS: dict[str, Limit] = {"max_tool_calls": Limit.TOOL_CALLS, "max_tokens": Limit.TOKENS, "max_usd": Limit.USD,
+                            "max_wall_s": Limit.WALL_S, "max_steps": Limit.COMPONENT_STEPS}
+"""Budget field → its :class:`Limit`, in the order :func:`exceeded` checks them (run-wide first)."""
 
 
-LIMIT_NAMES = {"max_steps": "component_steps", "max_tool_calls": "tool_calls", "max_tokens": "tokens",
-               "max_usd": "usd", "max_wall_s": "wall_s"}
-"""Budget field → the ``limit_hit`` name used in the log's ``budget`` events."""
-
-
-def exceeded(budget: Budget, usage: BudgetUsage) -> str | None:
-    """The name of the first limit that ``usage`` has reached, else ``None`` (checked run-wide first).
-
-    Names are the log's ``limit_hit`` values: ``component_steps``, ``tool_calls``, ``tokens``, ``usd``,
-    ``wall_s``.
-    """
-    checks = [
-        ("max_tool_calls", usage.tool_calls),
-        ("max_tokens", usage.tokens),
-        ("max_usd", usage.usd),
-        ("max_wall_s", usage.wall_s),
-        ("max_steps", usage.steps),
-    ]
-    for name, used in checks:
-        limit = getattr(budget, name)
-        if limit is not None and used >= limit:
-            return LIMIT_NAMES[name]
+def exceeded(budget: Budget, usage: BudgetUsage) -> Limit | None:
+    """The first limit that ``usage`` has reached, else ``None`` (checked run-wide first)."""
+    used = {"max_tool_calls": usage.tool_calls, "max_tokens": usage.tokens, "max_usd": usage.usd,
+            "max_wall_s": usage.wall_s, "max_steps": usage.steps}
+    for name, limit in FIELDS.items():
+        cap = getattr(budget, name)
+        if cap is not None and used[name] >= cap:
+            return limit
     return None
 
 

@@ -38,6 +38,7 @@ from agent.log import (
     read_events,
 )
 from evals.tasks import load_task
+from tools import experiments as X
 
 REFERENCE = {"L1H0": "name mover", "L1H1": "name mover", "L0H2": "s-inhibition", "MLP1": "output"}
 
@@ -71,7 +72,8 @@ def bench_task(tmp_path_factory) -> str:
 
 
 def fake_investigation(task_path: str, model_ref: str, seed: int, runs: Path, planner: str = "fake") -> Path:
-    """Write the run log a planner would: localisation by ablation effect, conclusions, clusters."""
+    """Write the run log a planner would: localisation by ablation effect (logged as the typed sweep result
+the real kernel returns), conclusions, clusters."""
     from agent.bench import load_eval_model
     from tools import ablate
 
@@ -87,8 +89,9 @@ def fake_investigation(task_path: str, model_ref: str, seed: int, runs: Path, pl
     log = RunLog(run_dir)
     log.append(RunStartedEvent(run_id=run_dir.name, question="q?", task=task_path, model=model_ref, planner=planner,
                                seed=seed, config={"n_prompts": 16}))
+    sweep = X.SweepResult(clean=m0, corrupt=0.0, gap=m0, effects=eff, effect_frac={c: v / m0 for c, v in eff.items()})
     log.append(ExecutionResultEvent(call_id="localise-sweep", code="# sweep", status="ok",
-                                    data={"effect_frac": eff}))
+                                    data=sweep.model_dump(mode="json")))
     for c in top:
         role = "name mover" if c.startswith("L1") else "s-inhibition"
         log.append(ConclusionEvent(component=c, role=role, explanation="by ablation", confidence=0.8))

@@ -270,3 +270,23 @@ def test_a_turn_without_tools_gets_one_reminder_then_the_component_ends(tmp_path
     assert out.conclusions["L1H0"]["role"] == "mover"
     assert out.conclusions["L0H1"]["inconclusive_reason"] == "planner stopped without a conclusion"
     assert len(backend.seen) == 4
+
+
+def test_fake_experiments_have_the_real_signatures_and_every_tool_a_handler():
+    from agent.actions import TOOLS
+    from agent.graph import HANDLERS
+    from tests.test_graph_fakes import FAKED, same_signature
+
+    assert [n for n in FAKED if not same_signature(n)] == []
+    assert set(HANDLERS) == set(TOOLS) and all(HANDLERS[n].input is TOOLS[n] for n in TOOLS)
+
+
+def test_every_logged_experiment_result_parses_into_its_model(tmp_path):
+    from agent.actions import parse_result
+
+    out = start_run(_cfg(tmp_path), sandbox_factory=fake_factory())
+    events = read_events(out.run_dir)
+    names = {e.call_id: e.name for e in events if e.kind == "tool_call"}
+    results = [e for e in events if e.kind == "execution_result"]
+    assert results and all(e.status == "ok" for e in results)
+    assert all(parse_result(names[e.call_id], e.data) is not None for e in results)

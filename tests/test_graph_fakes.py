@@ -1,15 +1,23 @@
-"""Fakes for the research-loop tests: a scripted sandbox answering the agent's cells from a table.
+"""Fakes for the research-loop tests: a sandbox that executes the agent's cells against fake experiments.
 
-The fake reads each cell's first comment line (written by ``agent.actions``) and returns the numbers a
-model with known per-component signatures would give, so the graph, planners, budgets and resume are
-tested without a kernel or a model. Real end-to-end runs are in tests/test_investigate*.py.
+Each experiment cell is one call ``tools.experiments.<fn>(model, ...)`` (see ``agent.actions``); the fake
+sandbox runs that very code with :class:`FakeExperiments` in place of ``tools.experiments``, whose functions
+have the real signatures (tested) and return the real result models with the numbers a model with known
+per-component signatures would give. So the graph, planners, budgets and resume are tested without a
+kernel or a model, on exactly the data shapes the real kernel returns. Real end-to-end runs are in
+tests/test_investigate*.py.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
+import traceback
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
+
+from tools import experiments as X
 
 CLEAN, CORRUPT = 4.0, -4.0
 GAP = CLEAN - CORRUPT
@@ -54,8 +62,113 @@ class Crash(BaseException):
     """Simulates the process dying (not an Exception, so nothing in the loop catches it)."""
 
 
+class FakeExperiments:
+    """``tools.experiments`` with the same signatures, answering from :data:`SIGNATURES`.
+
+    A batch is the name of the prompt set (``"main"`` / ``"heldout"``: held-out numbers are scaled by 0.9).
+    """
+
+    def __init__(self, signatures: dict[str, dict[str, Any]]) -> None:
+        self.sig = signatures
+
+    @staticmethod
+    def _base(batch: Any) -> X.Baseline:
+        scale = 0.9 if batch == "heldout" else 1.0
+        return X.Baseline(clean=CLEAN * scale, corrupt=CORRUPT * scale, gap=GAP * scale)
+
+    def _s(self, component: Any) -> dict[str, Any]:
+        return self.sig[str(component)]
+
+    def check_model(self, model, components=()):
+        bad = [f"{c}: layer out of range (the fake model has 2 layers)" for c in components
+               if (m := re.match(r"\D+(\d+)", str(c))) and int(m.group(1)) > 1]
+        return X.ModelCheck(fingerprint="f" * 64, n_layers=2, n_heads=4, bad=bad)
+
+    def ablation(self, model, batch, metric, components, method="mean"):
+        b = self._base(batch)
+        comps = [str(c) for c in components]
+        s = self._s(comps[0])
+        frac = s["joint"] if len(comps) > 1 and "joint" in s else s["abl"]
+        return X.AblationResult(**b.model_dump(), components=comps, method=method, ablated=b.clean - frac * b.gap,
+                                effect=frac * b.gap, effect_frac=frac)
+
+    def patching(self, model, batch, metric, components, positions=None, direction="clean_to_corrupt"):
+        b = self._base(batch)
+        frac = self._s(components[0])["pat"]
+        return X.PatchingResult(**b.model_dump(), components=list(components), positions=positions,
+                                direction=direction, patched=b.corrupt + frac * b.gap, effect=frac * b.gap,
+                                effect_frac=frac)
+
+    def path_patching(self, model, batch, metric, sender, receivers, receiver_input="resid"):
+        b = self._base(batch)
+        frac = self._s(sender).get("paths", {}).get(receiver_input, 0.0)
+        return X.PathPatchingResult(**b.model_dump(), sender=str(sender), receivers=list(receivers),
+                                    receiver_input=receiver_input, patched=b.clean - frac * b.gap,
+                                    effect=frac * b.gap, effect_frac=frac)
+
+    def sweep(self, model, batch, metric, kind="all", method="exact", top_k=20, zero_ablation=False):
+        b = self._base(batch)
+        fr = {c: s.get("pat", 0.0) for c, s in self.sig.items()}
+        top = sorted(fr, key=lambda c: -abs(fr[c]))[:top_k]
+        return X.SweepResult(**b.model_dump(), kind=kind, method=method, top_k=top_k, zero_ablation=zero_ablation,
+                             effects={c: fr[c] * b.gap for c in top}, effect_frac={c: fr[c] for c in top},
+                             ablation_frac={c: s.get("zab", 0.0) for c, s in self.sig.items()} if zero_ablation
+                             else None)
+
+    def redundancy(self, model, batch, metric, exclude=(), threshold=0.10, synergy=2.0, method="mean"):
+        """Signatures with a ``partner`` form redundant pairs (their ``joint`` effect)."""
+        kept = {c: X.RedundantHead(partners=[s["partner"]], joint=s["joint"], why=f"{c}+{s['partner']} jointly")
+                for c, s in self.sig.items() if s.get("partner") and c not in exclude}
+        return X.RedundancyResult(**self._base(batch).model_dump(), exclude=list(exclude), threshold=threshold,
+                                  synergy=synergy, method=method, single={}, groups={}, pairs={}, kept=kept)
+
+    def attention(self, model, batch, head):
+        roles = {k: v * (0.9 if batch == "heldout" else 1.0) for k, v in self._s(head)["attn"].items()}
+        return X.AttentionResult(head=str(head), summary=X.AttentionSummary(
+            head=str(head), query="END", roles=roles, previous=0.0, first=0.0, self=0.0))
+
+    def logit_attribution(self, model, batch, metric, components):
+        b = self._base(batch)
+        comp = str(components[0])
+        return X.DLAResult(dla={comp: self._s(comp)["dla"] * b.clean}, clean=b.clean, gap=b.gap)
+
+    def head_profile(self, model, heads, seed=0):
+        out = {}
+        for h in heads:
+            sc = {k: v * (0.9 if seed == 1 else 1.0) for k, v in self._s(h)["scores"].items()}
+            out[str(h)] = X.HeadProfile(copying=sc["copying"], prev_token=sc["previous_token"],
+                                        induction=sc["induction"], induction_offset=1,
+                                        induction_textbook=sc["induction"], duplicate_token=sc["duplicate_token"],
+                                        lookback=sc["previous_token"], lookback_offset=1)
+        return X.HeadProfileResult(scores=out)
+
+    def probing(self, model, batch, site, position="END", seed=0):
+        return X.ProbingResult(site=str(site), position=str(position), seed=seed, heldout_accuracy=0.5,
+                               train_accuracy=0.5)
+
+    def steering(self, model, batch, metric, site, alpha=1.0):
+        b = self._base(batch)
+        return X.SteeringResult(**b.model_dump(), site=str(site), alpha=alpha, steered=b.corrupt, effect_frac=0.0)
+
+    def baseline(self, model, batch, metric):
+        return self._base(batch)
+
+
+FAKED = [n for n in X.RESULT_MODELS if n not in ("attention_pattern",)] + ["baseline"]
+"""The experiments the fake implements (every one a planner tool or the setup check uses)."""
+
+
+def same_signature(name: str) -> bool:
+    """The fake's function takes exactly the real one's parameters (names, order, defaults)."""
+    real = inspect.signature(getattr(X, name))
+    fake = inspect.signature(getattr(FakeExperiments, name))
+    strip = lambda sig: [(p.name, p.default) for p in sig.parameters.values() if p.name != "self"]  # noqa: E731
+    return strip(real) == strip(fake)
+
+
 class FakeSandbox:
-    """Answers the cells ``agent.actions`` writes, from :data:`SIGNATURES`."""
+    """Runs the cells ``agent.actions`` / ``agent.kernel`` write, with :class:`FakeExperiments` as the kernel's
+    ``tools.experiments`` and ``batches`` naming the prompt sets."""
 
     isolation = "fake (tests)"
 
@@ -64,6 +177,9 @@ class FakeSandbox:
         self.cells: list[str] = []
         self.crash_after = crash_after
         self.shut = False
+        self.ns: dict[str, Any] = {
+            "tools": SimpleNamespace(experiments=FakeExperiments(self.sig)), "model": None, "metric": None,
+            "batches": {"main": "main", "heldout": "heldout"}, "batch": "main"}
 
     def start(self) -> FakeSandbox:
         return self
@@ -75,43 +191,13 @@ class FakeSandbox:
         self.cells.append(code)
         if self.crash_after is not None and len(self.cells) > self.crash_after:
             raise Crash(f"simulated kill after {self.crash_after} cells")
-        if "model.fingerprint()" in code:
-            return FakeResult(data={"fingerprint": "f" * 64})
-        head = code.splitlines()[0]
-        held = "heldout" in head
-        scale = 0.9 if held else 1.0
-        base = {"clean": CLEAN * scale, "corrupt": CORRUPT * scale, "gap": GAP * scale}
-        m = re.match(r"# (\w+)", head)
-        kind = m.group(1) if m else ""
-        comp = next((c for c in self.sig if re.search(rf"\b{c}\b", head)), None)
-        if kind == "exact" or kind == "attribution":
-            fr = {c: s.get("pat", 0.0) for c, s in self.sig.items()}
-            za = {c: s.get("zab", 0.0) for c, s in self.sig.items()}
-            return FakeResult(data={**base, "effects": {c: v * GAP for c, v in fr.items()}, "effect_frac": fr,
-                                    "ablation_frac": za})
-        if kind == "redundancy":  # signatures with a "partner" form redundant pairs (their "joint" effect)
-            kept = {c: {"partners": [s["partner"]], "joint": s["joint"], "why": f"{c}+{s['partner']} jointly"}
-                    for c, s in self.sig.items() if s.get("partner") and not re.search(rf"\b{c}\b", head)}
-            return FakeResult(data={**base, "kept": kept})
-        if comp is None:
-            return FakeResult(status="error", error_name="NameError", error_value=f"unknown cell {head!r}")
-        s = self.sig[comp]
-        if kind == "ablate" and "joint" in s and re.match(r"# ablate \S+,", head):
-            return FakeResult(data={**base, "effect_frac": s["joint"], "effect": s["joint"] * base["gap"]})
-        if kind == "ablate":
-            return FakeResult(data={**base, "effect_frac": s["abl"], "effect": s["abl"] * base["gap"]})
-        if kind == "patch":
-            return FakeResult(data={**base, "effect_frac": s["pat"], "effect": s["pat"] * base["gap"]})
-        if kind == "direct":
-            return FakeResult(data={"dla": {comp: s["dla"] * base["clean"]}, "clean": base["clean"],
-                                    "gap": base["gap"]})
-        if kind == "attention":
-            return FakeResult(data={"head": comp, "summary": dict(s["attn"])})
-        if kind == "head":
-            seed1 = "seed 1" in head
-            sc = {k: (v * 0.9 if seed1 else v) for k, v in s["scores"].items()}
-            return FakeResult(data={"scores": {comp: sc}})
-        return FakeResult(status="error", error_name="NotImplementedError", error_value=head)
+        self.ns.pop("_result", None)
+        try:
+            exec(code, self.ns)  # noqa: S102 - the agent's own cells, against fakes
+        except Exception as e:  # noqa: BLE001 - a cell error is data
+            return FakeResult(status="error", error_name=type(e).__name__, error_value=str(e),
+                              traceback="".join(traceback.format_exception(e))[-500:])
+        return FakeResult(data=self.ns.get("_result"))
 
 
 def fake_factory(**kw: Any):

@@ -81,7 +81,7 @@ def test_investigate_localises_and_reports_through_the_cli(tiny_ioi, tmp_path, c
     run_dir = Path(res["run_dir"])
     events = _check_complete(run_dir)
     sweep = next(e for e in events if e.kind == "execution_result")
-    assert sweep.status == "ok" and "patching_sweep" in sweep.code
+    assert sweep.status == "ok" and "tools.experiments.sweep(" in sweep.code and len(sweep.code.splitlines()) == 2
     # every experiment ran for real in the kernel (numbers came back)
     results = [e for e in events if e.kind == "execution_result"]
     assert all(e.status == "ok" and e.data for e in results), [(e.seq, e.error_value) for e in results]

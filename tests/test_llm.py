@@ -12,9 +12,7 @@ from agent.llm import (
     ClaudeBackend,
     LLMAPIError,
     LLMConfigError,
-    RecordingBackend,
-    ReplayBackend,
-    ReplayError,
+    ReplayDivergence,
     TextBlock,
     ThinkingBlock,
     ToolSpec,
@@ -24,6 +22,8 @@ from agent.llm import (
     validate_tool_input,
 )
 from agent.log import RunLog, read_events
+from agent.planners.recording import RecordingBackend
+from agent.planners.replay import ReplayBackend
 from tests.fake_anthropic import (
     api_error,
     overloaded,
@@ -167,6 +167,18 @@ def test_429_then_success_honours_retry_after(fake_anthropic):
     assert sleeps == [7.0] and (llm.totals.attempts, llm.totals.retries) == (2, 1)
     # the retried request is identical
     assert fake_anthropic.message_requests[0].body == fake_anthropic.message_requests[1].body
+
+
+def test_every_failed_attempt_is_counted_and_logged(fake_anthropic, caplog):
+    fake_anthropic.script([server_error(), overloaded(), text_turn("ok")])
+    sleeps: list[float] = []
+    with caplog.at_level("WARNING", logger="agent.llm.claude"):
+        r = backend(fake_anthropic, sleeps).complete(system="s", messages=[{"role": "user", "content": "x"}],
+                                                     tools=[])
+    llm_lines = [rec.getMessage() for rec in caplog.records if rec.name == "agent.llm.claude"]
+    assert r.attempts == 3 and len(llm_lines) == 2
+    assert "attempt 1 failed" in llm_lines[0] and "attempt 2 failed" in llm_lines[1]
+    assert all(f"retrying in {s:.1f} s" in line for s, line in zip(sleeps, llm_lines, strict=True))
 
 
 def test_retry_after_is_capped(fake_anthropic):
@@ -333,7 +345,7 @@ def test_record_then_replay_reproduces_the_conversation(fake_anthropic, tmp_path
     assert replay_msgs == live_msgs
     assert [r.model_dump(exclude={"latency_s"}) for r in replayed] == \
         [r.model_dump(exclude={"latency_s"}) for r in live]
-    with pytest.raises(ReplayError, match=r"3 recorded LLM turn\(s\); call #4"):
+    with pytest.raises(ReplayDivergence, match=r"3 recorded LLM turn\(s\); call #4"):
         replay.complete(system=SYSTEM, messages=replay_msgs, tools=TOOLS)
 
 
@@ -343,10 +355,10 @@ def test_replay_detects_divergence(tmp_path, fake_anthropic):
     RecordingBackend(backend(fake_anthropic), log).complete(system="sys", messages=[{"role": "user", "content": "x"}],
                                                             tools=TOOLS)
     two = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
-    with pytest.raises(ReplayError, match="recorded request had 1 messages, this one has 2"):
+    with pytest.raises(ReplayDivergence, match="recorded request had 1 messages, this one has 2"):
         ReplayBackend(log.events()).complete(system="sys", messages=two, tools=TOOLS)
     strict = ReplayBackend(log.events(), strict=True)
-    with pytest.raises(ReplayError, match="system prompt differs"):
+    with pytest.raises(ReplayDivergence, match="system prompt differs"):
         strict.complete(system="other", messages=two[:1], tools=TOOLS)
     assert ReplayBackend(log.events(), strict=True).complete(system="sys", messages=two[:1], tools=TOOLS).text == "a"
 

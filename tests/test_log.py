@@ -207,7 +207,7 @@ def test_resume_continues_seq_without_duplicates(tmp_path, cut):
     assert [e.seq for e in back] == list(range(kept + 2))
     assert [e.message for e in back if isinstance(e, L.ErrorEvent)] == [f"m{i}" for i in range(kept)] + ["after resume"]
     assert (run / "events.jsonl").read_bytes().endswith(b"\n")
-    assert L.run_finished(back).status == "completed"
+    assert back[-1].kind == "run_finished" and back[-1].status == "completed"
 
 
 def test_missing_log_errors(tmp_path):
@@ -231,15 +231,16 @@ def test_derived_views(tmp_path):
     log.append(L.LLMResponseEvent(backend="b", model="m", usage=Usage(input_tokens=3, output_tokens=2),
                                   cost_usd=0.5))
     log.append(L.LLMResponseEvent(backend="b", model="m", usage=Usage(input_tokens=1), cost_usd=None))
-    evs = L.read_events(tmp_path / "r")
-    hyps = L.latest_hypotheses(evs)["L0H1"]
+    from agent.view import RunView
+
+    v = RunView.from_run(tmp_path / "r")
+    hyps = v.latest_hypotheses()
     assert list(hyps) == ["a", "b"] and hyps["a"].status == "refuted" and hyps["b"].status == "proposed"
-    concl = L.latest_conclusions(evs)
-    assert concl["L0H1"].role == "second" and set(concl) == {"L0H1", "MLP0"}
-    assert L.latest_clusters(evs)["c"].components == ["L0H1"]
-    assert L.run_started(evs).planner == "offline" and L.run_finished(evs) is None
-    t = L.llm_totals(evs)
-    assert (t["calls"], t["input_tokens"], t["output_tokens"], t["usd"]) == (2, 4, 2, 0.5)
+    assert v.conclusions["L0H1"].role == "second" and set(v.conclusions) == {"L0H1", "MLP0"}
+    assert v.clusters["c"].components == ["L0H1"]
+    assert v.started.planner == "offline" and v.finished is None and v.state == "interrupted"
+    u = v.usage
+    assert (u.steps, u.input_tokens, u.output_tokens, u.usd, u.tokens) == (2, 4, 2, 0.5, 6)
 
 
 def test_run_ids_sort_by_time_and_are_unique():

@@ -1,6 +1,7 @@
 """A run logged before issue 14 (the experiments moved out of strings into ``tools.experiments``) still
 replays: ``replay --verify`` re-executes its logged cells (old kernel helpers ``_tojson`` / ``_base``,
-defined by its own logged setup cells) and ``--planner-replay`` re-runs the loop on its LLM turns.
+defined by its own logged setup cells) and ``--planner-replay`` re-runs the loop on its LLM turns; its
+logged results parse into the new result models, and its report comes out as the old code wrote it.
 
 ``tests/data/run-v1.0-toy-ioi/events.jsonl`` was written by commit 4f2a1ff with::
 
@@ -24,8 +25,6 @@ from tests.test_investigate import _sandbox_ok
 
 OLD_RUN = Path(__file__).parent / "data" / "run-v1.0-toy-ioi"
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not _sandbox_ok(), reason="no sandbox isolation (bubblewrap) on this machine")]
 
 
 @pytest.fixture
@@ -36,6 +35,23 @@ def old_run(tmp_path) -> Path:
     return dst
 
 
+def test_old_run_report_is_the_one_the_old_code_wrote(old_run):
+    """The typed results and the Jinja2 templates give back, byte for byte, the report.md written in 4f2a1ff."""
+    from agent.report import write_reports
+
+    (path,) = write_reports(old_run, md=True)
+    assert path.read_text() == (OLD_RUN / "report.md").read_text()
+
+
+def test_old_run_results_parse_into_the_result_models(old_run):
+    from agent.view import RunView
+
+    cells = RunView.from_run(old_run).cells
+    assert len(cells) == 32 and all(c.typed() is not None for c in cells), [c.call for c in cells if not c.typed()]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _sandbox_ok(), reason="no sandbox isolation (bubblewrap) on this machine")
 def test_old_run_verifies(old_run, capsys):
     code = main(["--json", "replay", str(old_run), "--verify"])
     out = json.loads(capsys.readouterr().out)
@@ -43,6 +59,8 @@ def test_old_run_verifies(old_run, capsys):
     assert out["verify"]["cells"] == 32 and out["verify"]["mismatches"] == []
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not _sandbox_ok(), reason="no sandbox isolation (bubblewrap) on this machine")
 def test_old_run_planner_replay_makes_the_same_calls_and_conclusions(old_run, tmp_path, capsys):
     code = main(["--json", "replay", str(old_run), "--planner-replay", "--out", str(tmp_path / "again")])
     out = json.loads(capsys.readouterr().out)

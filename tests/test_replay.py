@@ -11,7 +11,7 @@ import pytest
 
 from agent.cli import main
 from agent.replay import ReplayError, compare_runs, load_events, planner_replay, verify
-from agent.report.compare import compare_results, diff_values, numbers_close, texts_match
+from agent.replay.compare import compare_results, diff_values, numbers_close, texts_match
 from tests.test_replay_helpers import fresh_copy, recorded_run_dir, tamper
 
 

@@ -3,7 +3,9 @@ logged through :class:`agent.log.RunLog` exactly as the research loop logs them.
 
 The cells use a tiny random-init GPT-2 saved on disk (no zoo, no hub), so the run takes a few seconds:
 logits, a per-head "ablation" sweep by zeroing each head's slice of ``c_proj``'s input, an attention
-pattern, a tensor repr (a memory address in its text), a cell that raises, and a matplotlib figure.
+pattern, a tensor repr (a memory address in its text), a cell that raises, and a matplotlib figure. The
+``ablate`` and ``attention`` cells return data in the shape of their tools' result models
+(``tools.experiments.AblationResult`` / ``AttentionResult``), as the real cells do.
 """
 
 from __future__ import annotations
@@ -74,9 +76,11 @@ CELLS: list[tuple[str, str | None, str]] = [
     ("attention", "L1H0", "with torch.no_grad():\n    _att = hf(ids, output_attentions=True).attentions\n"
                           "_result = {'head': 'L1H0', 'pattern': _att[1][0, 0].tolist(), "
                           "'tokens': tok.convert_ids_to_tokens(ids[0].tolist()), "
-                          "'summary': {'prev': float(_att[1][0, 0].diagonal(-1).mean()), "
+                          "'summary': {'head': 'L1H0', 'query': '-1', 'roles': {}, "
+                          "'previous': float(_att[1][0, 0].diagonal(-1).mean()), 'first': float(_att[1][0, 0, -1, 0]), "
                           "'self': float(_att[1][0, 0].diagonal().mean())}}"),
-    ("ablate", "L1H0", "print(object())\n_result = {'components': ['L1H0'], 'effect': _eff['L1H0'], "
+    ("ablate", "L1H0", "print(object())\n_result = {'components': ['L1H0'], 'clean': _m0, 'gap': abs(_m0) + 1e-9, "
+                       "'ablated': _m0 - _eff['L1H0'], 'effect': _eff['L1H0'], "
                        "'effect_frac': _eff['L1H0'] / (abs(_m0) + 1e-9)}"),
     ("run_code", "L1H0", "1 / 0"),
     ("run_code", None, "import io\nimport matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"

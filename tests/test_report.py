@@ -12,7 +12,7 @@ import pytest
 
 from agent.cli import main
 from agent.log import RunLog, RunStartedEvent
-from agent.report import summarise, write_reports
+from agent.report import build_summary, write_reports
 from agent.report.notebook import execute_notebook
 from tests.test_replay_helpers import fresh_copy, recorded_run_dir
 
@@ -34,7 +34,7 @@ def reports(run_dir, tmp_path_factory) -> dict[str, Path]:
 
 
 def test_summary_from_the_log(run_dir):
-    s = summarise(run_dir)
+    s = build_summary(run_dir)
     assert s.status == "completed" and s.circuit == ["L1H0", "L0H1"]
     row = {c.component: c for c in s.components}
     assert row["L1H0"].role == "induction-ish mover" and row["L1H0"].evidence
@@ -44,7 +44,7 @@ def test_summary_from_the_log(run_dir):
     h1 = next(h for h in s.hypotheses if h.id == "h1")
     assert [st.status for st in h1.steps] == ["proposed", "refuted"] and h1.steps[-1].evidence
     assert s.evaluation == {"precision": 1.0, "recall": 0.5, "f1": None}
-    assert s.budget.steps == 6 and s.budget.wall_s and s.budget.wall_s > 0
+    assert s.usage.steps == 6 and s.usage.wall_s and s.usage.wall_s > 0
     kinds = sorted(f.kind for f in s.figures)
     assert kinds == ["attention", "logged", "patching"], kinds
 

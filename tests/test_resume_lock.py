@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.run import RunConfig, RunError, resume_run, run_lock, run_status, start_run
+from agent.kernel import KernelError
+from agent.lock import RunLockedError, run_lock
+from agent.run import RunConfig, resume_run, run_status, start_run
 from tests.test_graph_fakes import Crash, fake_factory, fake_tasks
 
 pytestmark = pytest.mark.usefixtures(fake_tasks.__name__)
@@ -22,7 +24,7 @@ def test_resume_refuses_a_run_still_being_written(tmp_path):
     assert run_status(run_dir)["state"] == "interrupted"
     with run_lock(run_dir):  # as if another process were still writing it
         assert run_status(run_dir)["state"] == "running"
-        with pytest.raises(RunError, match="being written by another process"):
+        with pytest.raises(RunLockedError, match="being written by another process"):
             resume_run(run_dir, sandbox_factory=fake_factory())
     assert resume_run(run_dir, sandbox_factory=fake_factory()).status == "completed"
 
@@ -47,7 +49,9 @@ class ExecSandbox:
                     raise ComponentError(f"{c} is out of range")
                 return c
 
-        self.ns = {"model": M(), "Component": Component}
+        import tools
+
+        self.ns = {"model": M(), "Component": Component, "tools": tools}
         self.n = 0
         self.crash_at = crash_at
 
@@ -89,8 +93,8 @@ def test_resume_restores_kernel_state_of_the_unfinished_component(tmp_path, monk
     cfg = RunConfig(question="q", task="toy-ioi", model="toy-ioi", planner="offline", out=str(tmp_path),
                     n_prompts=8, circuit=["L1H0"])
     started: list[Path] = []
-    with pytest.raises(Crash):  # cells: 1 fingerprint, 2 circuit check, 3 x = 41, 4 the cell using x: killed
-        start_run(cfg, sandbox_factory=lambda w, s, c: ExecSandbox(crash_at=4), on_started=started.append)
+    with pytest.raises(Crash):  # cells: 1 the start-up check, 2 x = 41, 3 the cell using x: killed
+        start_run(cfg, sandbox_factory=lambda w, s, c: ExecSandbox(crash_at=3), on_started=started.append)
     out = resume_run(started[0], sandbox_factory=lambda w, s, c: ExecSandbox())
     assert out.conclusions["L1H0"]["role"] == "name mover"
     res = [e for e in read_events(started[0]) if e.kind == "execution_result"]
@@ -100,7 +104,7 @@ def test_resume_restores_kernel_state_of_the_unfinished_component(tmp_path, monk
 def test_circuit_components_the_model_lacks_are_refused_before_the_run(tmp_path):
     cfg = RunConfig(question="q", task="toy-ioi", model="toy-ioi", planner="offline", out=str(tmp_path),
                     n_prompts=8, circuit=["L1H0", "L9H9", "L1H0"])
-    with pytest.raises(RunError, match="L9H9") as e:
+    with pytest.raises(KernelError, match="L9H9") as e:
         start_run(cfg, sandbox_factory=lambda w, s, c: ExecSandbox())
     assert "2 layers x 4 heads" in str(e.value)
     assert list(tmp_path.iterdir()) == []

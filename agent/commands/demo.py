@@ -19,16 +19,17 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
         out: Annotated[str | None, typer.Option("--out", help="Directory for runs (default: $INTERP_AGENT_HOME/runs).")] = None,
-        prompts: Annotated[int, typer.Option("--prompts", help="Prompts in the main and in the held-out batch.")] = 32,
+        prompts: Annotated[int, typer.Option("--prompts", min=2, help="Prompts in the main and in the held-out batch.")] = 32,
         unsafe_no_isolation: Annotated[bool, typer.Option("--unsafe-no-isolation", help="Run the kernel without isolation when none is available (logged).")] = False,
     ) -> None:
         """Run a full offline investigation of the toy-IOI zoo model and summarise each component's role."""
         from agent.budget import Budget
-        from agent.cli import STATE, console, emit
         from agent.commands.investigate import run_with_view
-        from agent.run import RunConfig, start_run
+        from agent.commands.output import STATE, console, emit
+        from agent.config import Planner, RunConfig
+        from agent.run import start_run
 
-        cfg = RunConfig(question=DEMO_QUESTION, task="toy-ioi", model="toy-ioi", planner="offline",
+        cfg = RunConfig(question=DEMO_QUESTION, task="toy-ioi", model="toy-ioi", planner=Planner.OFFLINE,
                         budget=Budget(max_steps=6), n_prompts=prompts, out=out,
                         unsafe_no_isolation=unsafe_no_isolation)
         res = run_with_view(start_run, cfg=cfg)

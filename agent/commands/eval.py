@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from agent.bench.models import ExecutorKind
+
 DEFAULT_TASKS = "toy-ioi,toy-induction,toy-greater-than"
 
 
@@ -34,8 +36,8 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from agent.bench import default_judge, evaluate_run
-        from agent.cli import emit
-        from agent.run import resolve_run
+        from agent.commands.output import emit
+        from agent.paths import resolve_run
 
         run_dir = resolve_run(run, out)
         res = evaluate_run(run_dir, append=not no_append, seed=seed, n_null=n_null, judge=default_judge(judge))
@@ -55,7 +57,7 @@ def register(app: typer.Typer) -> None:
             "--permute-heads", help="Also run on a head-permuted model (this seed) and report the difference.")] = None,
         ray_address: Annotated[str | None, typer.Option(
             "--ray-address", help="Existing Ray cluster address (default: start Ray on this machine).")] = None,
-        executor: Annotated[str, typer.Option("--executor", help="ray or inline (sequential, no Ray).")] = "ray",
+        executor: Annotated[ExecutorKind, typer.Option("--executor", help="ray, or inline (sequential, no Ray).")] = ExecutorKind.RAY,
         out: Annotated[str | None, typer.Option("--out", help="Results directory (default: $INTERP_AGENT_HOME/bench).")] = None,
         n_prompts: Annotated[int, typer.Option("--n-prompts", help="Prompts per batch.", min=2)] = 32,
         max_steps: Annotated[int | None, typer.Option("--max-steps", help="Planner steps per component.")] = None,
@@ -67,12 +69,10 @@ def register(app: typer.Typer) -> None:
             "--unsafe-no-isolation", help="Run the sandbox kernel without isolation.")] = False,
     ) -> None:
         """Benchmark planners over tasks and seeds; write results (CSV + Markdown) and print the table."""
-        from agent.bench import BenchConfig, BenchError, run_bench
-        from agent.cli import STATE, console, emit
+        from agent.bench import BenchConfig, run_bench
+        from agent.commands.output import STATE, console, emit
         from agent.paths import home_dir
 
-        if executor not in ("ray", "inline"):
-            raise BenchError(f"unknown executor {executor!r}", fix="use --executor ray or --executor inline")
         cfg = BenchConfig(tasks=_split(tasks), planners=_split(planners), seeds=seeds, permute_heads=permute_heads,
                           ray_address=ray_address, executor=executor, out=out or str(home_dir() / "bench"),
                           n_prompts=n_prompts, max_steps=max_steps, n_null=n_null, judge=judge,

@@ -16,6 +16,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from agent.config import Planner, SandboxKind
+
 
 class ProgressView:
     """The live progress view: a rich renderable updated from the loop's ``on_progress`` callbacks."""
@@ -70,7 +72,7 @@ class ProgressView:
 
 def run_with_view(fn, **kwargs) -> Any:
     """Call ``fn(..., on_progress=view.update)`` inside a live view (plain when ``--json`` or no tty)."""
-    from agent.cli import STATE, console
+    from agent.commands.output import STATE, console
 
     view = ProgressView()
     if STATE.json or not console.is_terminal:
@@ -82,7 +84,7 @@ def run_with_view(fn, **kwargs) -> Any:
 
 def print_outcome(out: Any) -> None:
     """The end of a run: conclusions, clusters, where the report is (JSON under ``--json``)."""
-    from agent.cli import STATE, console, emit
+    from agent.commands.output import STATE, console, emit
 
     if STATE.json:
         emit(out.model_dump())
@@ -108,7 +110,7 @@ def register(app: typer.Typer) -> None:
         model: Annotated[str | None, typer.Option("--model", help="Zoo name, HF id or local path (default: the task's zoo model).")] = None,
         task: Annotated[str | None, typer.Option("--task", help="Task name or spec file (default: framed from the question).")] = None,
         circuit: Annotated[str | None, typer.Option("--circuit", help="Components to investigate, e.g. L9H9,L9H6 (default: localise).")] = None,
-        planner: Annotated[str | None, typer.Option("--planner", help="claude | offline | replay (default: claude if ANTHROPIC_API_KEY is set, else offline).")] = None,
+        planner: Annotated[Planner | None, typer.Option("--planner", help="Who plans (default: claude if ANTHROPIC_API_KEY is set, else offline).")] = None,
         replay_from: Annotated[str | None, typer.Option("--replay-from", help="Run whose LLM turns the replay planner feeds back.")] = None,
         llm_model: Annotated[str | None, typer.Option("--llm-model", help="Claude model id for --planner claude.")] = None,
         budget_usd: Annotated[float | None, typer.Option("--budget-usd", help="Stop spending LLM money at this many US dollars.")] = None,
@@ -116,28 +118,25 @@ def register(app: typer.Typer) -> None:
         max_tool_calls: Annotated[int | None, typer.Option("--max-tool-calls", help="Tool calls over the run.")] = None,
         max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="LLM tokens over the run.")] = None,
         max_wall_s: Annotated[float | None, typer.Option("--max-wall-s", help="Active seconds over the run.")] = None,
-        prompts: Annotated[int, typer.Option("--prompts", help="Prompts in the main and in the held-out batch.")] = 32,
+        prompts: Annotated[int, typer.Option("--prompts", min=2, help="Prompts in the main and in the held-out batch.")] = 32,
         out: Annotated[str | None, typer.Option("--out", help="Directory for runs (default: $INTERP_AGENT_HOME/runs).")] = None,
-        sandbox: Annotated[str, typer.Option("--sandbox", help="local | docker")] = "local",
+        sandbox: Annotated[SandboxKind, typer.Option("--sandbox", help="Where the kernel runs.")] = SandboxKind.LOCAL,
         unsafe_no_isolation: Annotated[bool, typer.Option("--unsafe-no-isolation", help="Run the kernel without isolation when none is available (logged).")] = False,
         seed: Annotated[int, typer.Option("--seed", help="Seed for prompts and resampling.")] = 0,
-        threshold: Annotated[float, typer.Option("--threshold", help="Localisation keeps |effect| >= this fraction of the clean-corrupt gap.")] = 0.1,
-        max_components: Annotated[int, typer.Option("--max-components", help="Localisation keeps at most this many components.")] = 8,
+        threshold: Annotated[float, typer.Option("--threshold", min=0.0, help="Localisation keeps |effect| >= this fraction of the clean-corrupt gap.")] = 0.1,
+        max_components: Annotated[int, typer.Option("--max-components", min=1, help="Localisation keeps at most this many components.")] = 8,
     ) -> None:
         """Investigate a question about a model: frame, localise, explain each component, cluster, report."""
         from agent.budget import parse_budget
-        from agent.run import RunConfig, RunError, default_planner, start_run
+        from agent.config import RunConfig, default_planner
+        from agent.run import start_run
         from tools.components import parse_components
 
-        if planner not in (None, "claude", "offline", "replay"):
-            raise RunError(f"unknown planner {planner!r}", fix="use --planner claude, offline or replay")
-        if sandbox not in ("local", "docker"):
-            raise RunError(f"unknown sandbox {sandbox!r}", fix="use --sandbox local or docker")
         budget = parse_budget(max_steps=max_steps if max_steps is not None else 12, max_usd=budget_usd,
                               max_tool_calls=max_tool_calls, max_tokens=max_tokens, max_wall_s=max_wall_s)
         comps = [str(c) for c in parse_components(circuit)] if circuit else None
         cfg = RunConfig(question=question, task=task, model=model, circuit=comps,
-                        planner=planner or ("replay" if replay_from else default_planner()), replay_from=replay_from,
+                        planner=planner or (Planner.REPLAY if replay_from else default_planner()), replay_from=replay_from,
                         llm_model=llm_model, budget=budget, n_prompts=prompts, seed=seed, sandbox=sandbox,
                         unsafe_no_isolation=unsafe_no_isolation, out=out, threshold=threshold,
                         max_components=max_components)
@@ -159,7 +158,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[str | None, typer.Option("--out", help="Directory holding runs (when RUN is an id).")] = None,
     ) -> None:
         """Where a run stands, derived from its log only."""
-        from agent.cli import STATE, console, emit
+        from agent.commands.output import STATE, console, emit
         from agent.run import run_status
 
         st = run_status(run, out)

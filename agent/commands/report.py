@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from agent import replay as rp
-        from agent.cli import STATE, console, emit, err_console
+        from agent.commands.output import STATE, console, emit, err_console
 
         run_dir = resolve_run(run, out)
         if not verify and not planner_replay:
@@ -101,13 +101,17 @@ def register(app: typer.Typer) -> None:
         out: Annotated[str | None, typer.Option("--out", help="Runs folder (default $INTERP_AGENT_HOME/runs).")] = None,
     ) -> None:
         """Write the run's reports (all three when no format flag is given) beside its log."""
-        from agent.cli import emit
-        from agent.report import execute_notebook, write_reports
+        from agent.commands.output import emit
+        from agent.replay.attention import recompute_attention
+        from agent.report import build_summary, execute_notebook, write_reports
 
         run_dir = resolve_run(run, out)
         if not (md or html or notebook):
             md = html = notebook = True
-        paths = write_reports(run_dir, md=md, html=html, notebook=notebook or execute, attention=attention)
+        summary = build_summary(run_dir, figures=md or html)
+        if attention and (md or html):
+            recompute_attention(summary)
+        paths = write_reports(run_dir, md=md, html=html, notebook=notebook or execute, summary=summary)
         executed = None
         if execute:
             nb_path = next(p for p in paths if p.suffix == ".ipynb")

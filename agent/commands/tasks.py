@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         """List the task specs: name, model, metric, reference size and sources."""
         from rich.table import Table
 
-        from agent.cli import emit
+        from agent.commands.output import emit
         from evals.tasks import list_tasks
 
         specs = list_tasks()
@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
         from rich.text import Text
 
-        from agent.cli import emit
+        from agent.commands.output import emit
         from evals.tasks import load_task
 
         s = load_task(name)

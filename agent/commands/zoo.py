@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
         """List zoo models: name, kind, architecture, parameters, accuracy, training time, reference source."""
         from rich.table import Table
 
-        from agent.cli import emit
+        from agent.commands.output import emit
         from evals.zoo import list_zoo
 
         entries = list_zoo()

@@ -51,8 +51,8 @@ class LLMAPIError(LLMError):
         """HTTP attempts made."""
 
 
-class ReplayError(LLMError):
-    """A replay that cannot continue: the log ran out of recorded turns, or the run diverged from it."""
+class ReplayDivergence(LLMError):
+    """A replayed run that asks for an LLM turn its recording does not have (ran out, or diverged)."""
 
 
 TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
@@ -95,14 +95,16 @@ class ToolSpec(BaseModel):
         return {"name": self.name, "description": self.description, "input_schema": self.input_schema}
 
 
-def validate_tool_input(spec_model: type[BaseModel] | ToolSpec, input: Any) -> tuple[BaseModel | None, str]:
+def validate_tool_input(spec_model: type[BaseModel] | ToolSpec, input: Any, name: str | None = None
+                        ) -> tuple[BaseModel | None, str]:
     """Validate a model-written tool input. Returns ``(parsed, "")`` or ``(None, error_text)``.
 
     ``error_text`` is written for the model: send it back as a ``tool_result`` with ``is_error=True``
-    (see :func:`agent.llm.types.tool_result`) so it can correct the call; never crash on it.
+    (see :func:`agent.llm.types.tool_result`) so it can correct the call; never crash on it. ``name``
+    (default: the spec's name, or the model's class name) is the tool name the text uses.
     """
     model = spec_model.model if isinstance(spec_model, ToolSpec) else spec_model
-    name = spec_model.name if isinstance(spec_model, ToolSpec) else spec_model.__name__
+    name = name or (spec_model.name if isinstance(spec_model, ToolSpec) else spec_model.__name__)
     if model is None:
         raise LLMConfigError(f"tool spec {name!r} was not built from a pydantic model",
                              fix="build it with ToolSpec.from_model(name, description, Model)")

@@ -1,10 +1,12 @@
 """The ``claude`` backend: the official ``anthropic`` SDK with tool use, retries, accounting and caching.
 
-- **Retries** are ours, not the SDK's (the client is built with ``max_retries=0``), so every attempt
-  is visible: 429, 408, 409, 5xx and 529 ``overloaded_error`` (and connection errors) are retried with
-  exponential backoff and full jitter, ``min(max_delay, base_delay * 2**k) * U(0.5, 1)``; a
-  ``retry-after`` / ``retry-after-ms`` header, when present, is honoured instead (capped at
-  ``max_delay``). Other errors (400, 401, 403, 404...) fail at once with a message saying what to fix.
+- **Retries** by ``tenacity`` around single SDK calls (the client is built with ``max_retries=0``), so
+  every attempt is visible: counted in :attr:`ClaudeBackend.totals` (attempts, retries, each wait and
+  error) and logged on the ``agent.llm.claude`` logger; the response's ``attempts`` goes into the run log.
+  429, 408, 409, 5xx and 529 ``overloaded_error`` (and connection errors) are retried with exponential
+  backoff and full jitter, ``min(max_delay, base_delay * 2**k) * U(0.5, 1)``; a ``retry-after`` /
+  ``retry-after-ms`` header, when present, is honoured instead (capped at ``max_delay``). Other errors
+  (400, 401, 403, 404...) fail at once with a message saying what to fix.
 - **Accounting**: tokens from the response ``usage`` (input, output, cache read, cache write) and USD
   from :mod:`agent.llm.pricing` (None for an unknown model). :attr:`ClaudeBackend.totals` sums them.
 - **Prompt caching**: ``cache_control: {"type": "ephemeral"}`` on the system block and on the last
@@ -22,12 +24,15 @@ agent.llm.base.LLMConfigError: ANTHROPIC_API_KEY is not set — export ANTHROPIC
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from agent.llm.base import LLMAPIError, LLMConfigError, ToolSpec
 from agent.llm.pricing import cost_usd
@@ -39,6 +44,8 @@ from agent.llm.types import (
     ToolUseBlock,
     Usage,
 )
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
 """The default model: Claude Sonnet 5.5 (current Sonnet as of 2026-11; $2 / $10 per million tokens)."""
@@ -66,6 +73,8 @@ class Totals:
     usd_unknown: bool = False
     sleeps: list[float] = field(default_factory=list)
     """Each backoff wait (seconds), in order."""
+    errors: list[str] = field(default_factory=list)
+    """Each failed attempt that was retried: its error, in order."""
 
 
 class ClaudeBackend:
@@ -146,50 +155,69 @@ class ClaudeBackend:
 
     def complete(self, *, system: str, messages: list[dict[str, Any]], tools: list[ToolSpec],
                  max_tokens: int = 4096) -> LLMResponse:
-        """One assistant turn. Retries transient failures; raises :class:`LLMAPIError` for good."""
+        """One assistant turn. Retries transient failures (tenacity); raises :class:`LLMAPIError` for good."""
         req = self.build_request(system=system, messages=messages, tools=tools, max_tokens=max_tokens)
         start = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
-            self.totals.attempts += 1
-            try:
-                if self.stream:
-                    with self.client.messages.stream(**req) as s:
-                        msg = s.get_final_message()
-                else:
-                    msg = self.client.messages.create(**req)
-                break
-            except Exception as e:  # classify; anything not from the SDK propagates unchanged
-                retry, delay, failure = self._classify(e, attempt)
-                if failure is None:
-                    raise
-                if not retry:
-                    raise failure from e
-                if attempt > self.max_retries:
-                    raise LLMAPIError(
-                        f"Claude API failed after {attempt} attempts; last error: {failure.what}",
-                        fix="wait and rerun (interp-agent resume RUN continues the run), raise --max-retries, "
-                            "or use --planner offline",
-                        status_code=failure.status_code, error_type=failure.error_type, attempts=attempt) from e
-                self.totals.retries += 1
-                self.totals.sleeps.append(delay)
-                self._sleep(delay)
+        retrying = Retrying(stop=stop_after_attempt(self.max_retries + 1), wait=self._wait,
+                            retry=retry_if_exception(lambda e: self._classify(e, 0)[0]), sleep=self._sleep,
+                            before_sleep=self._record_retry, reraise=True)
         try:
-            resp = self._to_response(msg, latency_s=time.monotonic() - start, attempts=attempt)
+            for attempt in retrying:
+                with attempt:
+                    self.totals.attempts += 1
+                    msg = self._send(req)
+        except Exception as e:  # classify; anything not from the SDK propagates unchanged
+            n = retrying.statistics.get("attempt_number", 1)
+            retry, failure = self._classify(e, n)
+            if failure is None:
+                raise
+            if not retry:
+                raise failure from e
+            raise LLMAPIError(
+                f"Claude API failed after {n} attempts; last error: {failure.what}",
+                fix="wait and rerun (interp-agent resume RUN continues the run), raise --max-retries, "
+                    "or use --planner offline",
+                status_code=failure.status_code, error_type=failure.error_type, attempts=n) from e
+        attempts = retrying.statistics["attempt_number"]
+        try:
+            resp = self._to_response(msg, latency_s=time.monotonic() - start, attempts=attempts)
         except (TypeError, AttributeError, ValueError) as e:  # a 200 whose body is not a Message
             raise LLMAPIError(f"malformed response from the Claude API ({type(e).__name__}: {e})",
                               fix="check ANTHROPIC_BASE_URL points at the Messages API; rerun with --debug",
-                              attempts=attempt) from e
+                              attempts=attempts) from e
         self._account(resp)
         return resp
+
+    def _send(self, req: dict[str, Any]) -> Any:
+        """One HTTP attempt (streamed or not); the SDK's own retries are off (``max_retries=0``)."""
+        if self.stream:
+            with self.client.messages.stream(**req) as s:
+                return s.get_final_message()
+        return self.client.messages.create(**req)
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Seconds before the next attempt: the server's ``retry-after``, else backoff with jitter."""
+        e = state.outcome.exception()  # type: ignore[union-attr]
+        response = getattr(e, "response", None) if isinstance(e, self._anthropic.APIStatusError) else None
+        delay = self._retry_after(response.headers) if response is not None else None
+        return delay if delay is not None else self._backoff(state.attempt_number)
+
+    def _record_retry(self, state: RetryCallState) -> None:
+        """Every failed attempt that will be retried: counted, its wait kept, and logged (``agent.llm.claude``)."""
+        e = state.outcome.exception()  # type: ignore[union-attr]
+        wait = state.next_action.sleep if state.next_action else 0.0  # type: ignore[union-attr]
+        self.totals.retries += 1
+        self.totals.sleeps.append(wait)
+        self.totals.errors.append(f"{type(e).__name__}: {e}"[:300])
+        log.warning("Claude API attempt %d failed (%s: %s); retrying in %.1f s", state.attempt_number,
+                    type(e).__name__, str(e)[:200], wait)
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter for the wait after failed attempt number ``attempt`` (1-based)."""
         return min(self.max_delay, self.base_delay * 2 ** (attempt - 1)) * self._rng.uniform(0.5, 1.0)
 
-    def _classify(self, e: Exception, attempt: int) -> tuple[bool, float, LLMAPIError | None]:
-        """(retry?, wait seconds, the error to raise); error None for a non-SDK exception."""
+    def _classify(self, e: BaseException, attempt: int) -> tuple[bool, LLMAPIError | None]:
+        """(retry?, the error to raise); error None for a non-SDK exception."""
         a = self._anthropic
         if isinstance(e, a.APIStatusError):
             status = e.status_code
@@ -203,20 +231,17 @@ class ClaudeBackend:
                 404: f"unknown model {self.model!r} or endpoint; pass a current model id with --model",
                 400: "the request was malformed; rerun with --debug and report it",
             }.get(status, "see the message; use --planner offline to work without the API")
-            err = LLMAPIError(f"Claude API error: {what}", fix=fix, status_code=status, error_type=etype,
-                              attempts=attempt)
-            delay = self._retry_after(e.response.headers) if retry else None
-            return retry, (delay if delay is not None else self._backoff(attempt)), err
+            return retry, LLMAPIError(f"Claude API error: {what}", fix=fix, status_code=status, error_type=etype,
+                                      attempts=attempt)
         if isinstance(e, a.APIConnectionError):  # includes APITimeoutError
-            err = LLMAPIError(f"cannot reach the Claude API at {self.client.base_url}: {e}",
-                              fix="check the network / ANTHROPIC_BASE_URL, or use --planner offline",
-                              attempts=attempt)
-            return True, self._backoff(attempt), err
+            return True, LLMAPIError(f"cannot reach the Claude API at {self.client.base_url}: {e}",
+                                     fix="check the network / ANTHROPIC_BASE_URL, or use --planner offline",
+                                     attempts=attempt)
         if isinstance(e, a.APIError | ValueError):  # a body that does not parse (JSONDecodeError is a ValueError)
-            return False, 0.0, LLMAPIError(f"unexpected response from the Claude API ({type(e).__name__}: {e})",
-                                           fix="rerun with --debug and report it, or use --planner offline",
-                                           attempts=attempt)
-        return False, 0.0, None
+            return False, LLMAPIError(f"unexpected response from the Claude API ({type(e).__name__}: {e})",
+                                      fix="rerun with --debug and report it, or use --planner offline",
+                                      attempts=attempt)
+        return False, None
 
     def _retry_after(self, headers: Any) -> float | None:
         """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds), capped at ``max_delay``."""

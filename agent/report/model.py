@@ -1,11 +1,11 @@
 """What a report shows, as plain data: :class:`RunSummary`, derived from a run's log and nothing else.
 
-Every renderer (Markdown, HTML, notebook) takes a :class:`RunSummary`; :func:`agent.report.summarise`
-builds it from ``events.jsonl``. Keeping the two apart means a renderer never parses events and a schema
+Every renderer (Markdown, HTML, notebook) takes a :class:`RunSummary`; :func:`agent.report.build_summary`
+builds it from the run's :class:`agent.view.RunView`. Keeping the two apart means a renderer never parses events and a schema
 change touches one function.
 
 >>> s = RunSummary(run_id="r1", question="which heads move names?")
->>> s.components == [] and s.budget.steps == 0
+>>> s.components == [] and s.usage.steps == 0
 True
 """
 
@@ -15,19 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-
-class CellRecord(BaseModel):
-    """One executed code cell, as logged (an ``execution_result`` event and the call behind it)."""
-
-    seq: int
-    """``seq`` of the ``execution_result`` event."""
-    call: str = "run_code"
-    """Tool call that produced the cell (``run_code``, ``ablate``, ``attention``...)."""
-    component: str | None = None
-    """Component under investigation when the cell ran, if any."""
-    code: str
-    result: dict[str, Any] = Field(default_factory=dict)
-    """The logged ``ExecutionResult`` as a dict (status, stdout, stderr, result, data, outputs...)."""
+from agent.view import CellRecord, RunUsage
 
 
 class ComponentRow(BaseModel):
@@ -75,18 +63,6 @@ class Cluster(BaseModel):
     explanation: str = ""
 
 
-class Budget(BaseModel):
-    """Resources used, from the log (units in field names)."""
-
-    steps: int = 0
-    tool_calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    usd: float = 0.0
-    wall_s: float | None = None
-    """Wall time of the run in seconds (run_started → run_finished)."""
-
-
 class Figure(BaseModel):
     """A rendered figure: PNG bytes (base64) plus where its data came from."""
 
@@ -119,7 +95,8 @@ class RunSummary(BaseModel):
     components: list[ComponentRow] = Field(default_factory=list)
     clusters: list[Cluster] = Field(default_factory=list)
     hypotheses: list[Hypothesis] = Field(default_factory=list)
-    budget: Budget = Field(default_factory=Budget)
+    usage: RunUsage = Field(default_factory=RunUsage)
+    """Resources used (steps, tool calls, tokens, USD, wall time)."""
     evaluation: dict[str, Any] | None = None
     """Scores from an ``evaluation`` event, when present."""
     figures: list[Figure] = Field(default_factory=list)

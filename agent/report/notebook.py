@@ -27,8 +27,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agent.report.markdown import fmt_num, key_numbers
 from agent.report.model import RunSummary
+from agent.report.render import fmt_num, key_numbers
 
 
 def _outputs(result: dict[str, Any], run_dir: Path | None) -> list[Any]:

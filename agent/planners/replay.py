@@ -4,7 +4,7 @@ Each :meth:`ReplayBackend.complete` returns the next recorded ``llm_response`` (
 recorded, so budgets replay identically). When the log also holds the matching ``llm_request``, the
 call is checked loosely against it (same number of messages; with ``strict=True`` also the same
 system prompt hash and tool names): a mismatch means the run diverged from the recording, and
-:class:`~agent.llm.base.ReplayError` says so instead of feeding answers to the wrong questions.
+:class:`~agent.llm.base.ReplayDivergence` says so instead of feeding answers to the wrong questions.
 
 >>> from agent.log import LLMRequestEvent, LLMResponseEvent
 >>> from agent.llm.types import TextBlock
@@ -24,8 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.llm.base import ReplayError, ToolSpec
+from agent.llm.base import ReplayDivergence, ToolSpec
 from agent.llm.types import LLMResponse
+from agent.log import LLMRequestEvent, LLMResponseEvent, read_events, sha256_text
 
 
 class ReplayBackend:
@@ -34,8 +35,6 @@ class ReplayBackend:
     name = "replay"
 
     def __init__(self, events: Sequence[Any] | str | Path, *, strict: bool = False) -> None:
-        from agent.log import LLMRequestEvent, LLMResponseEvent, read_events, sha256_text
-
         if isinstance(events, str | Path):
             events = read_events(events)
         self._sha = sha256_text
@@ -58,10 +57,10 @@ class ReplayBackend:
 
     def complete(self, *, system: str, messages: list[dict[str, Any]], tools: list[ToolSpec],
                  max_tokens: int = 4096) -> LLMResponse:
-        """The next recorded turn; :class:`ReplayError` when the log is exhausted or the call diverges."""
+        """The next recorded turn; :class:`ReplayDivergence` when the log is exhausted or the call diverges."""
         k = self._next
         if k >= len(self._pairs):
-            raise ReplayError(
+            raise ReplayDivergence(
                 f"the run log holds {len(self._pairs)} recorded LLM turn(s); call #{k + 1} has no recording",
                 fix="the replayed run went further than the recorded one (its code or inputs changed); "
                     "replay with the same version and config, or continue with --planner claude|offline")
@@ -75,7 +74,7 @@ class ReplayBackend:
             if self.strict and req.tools and req.tools != [t.name for t in tools]:
                 problems.append(f"tools differ ({req.tools} recorded)")
             if problems:
-                raise ReplayError(f"replay diverged at LLM call #{k + 1} (log seq {req.seq}): {'; '.join(problems)}",
+                raise ReplayDivergence(f"replay diverged at LLM call #{k + 1} (log seq {req.seq}): {'; '.join(problems)}",
                                   fix="replay with the interp-agent version and config that recorded the run")
         self._next += 1
         return LLMResponse(content=list(resp.content), stop_reason=resp.stop_reason, usage=resp.usage,

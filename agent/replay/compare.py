@@ -24,10 +24,10 @@ True
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel
 
 RTOL = 1e-4
@@ -84,16 +84,12 @@ def normalise_text(text: str | None) -> str:
 
 
 def numbers_close(logged: float, now: float, rtol: float = RTOL, atol: float = ATOL) -> bool:
-    """The numeric rule: ``|now - logged| <= atol + rtol * |logged|``; NaN equals NaN.
+    """The numeric rule: ``|now - logged| <= atol + rtol * |logged|`` (``numpy.isclose``); NaN equals NaN.
 
     >>> numbers_close(1.0, 1.00005), numbers_close(1.0, 1.001), numbers_close(float("nan"), float("nan"))
     (True, False, True)
     """
-    if math.isnan(logged) or math.isnan(now):
-        return math.isnan(logged) and math.isnan(now)
-    if math.isinf(logged) or math.isinf(now):
-        return logged == now
-    return abs(now - logged) <= atol + rtol * abs(logged)
+    return bool(np.isclose(now, logged, rtol=rtol, atol=atol, equal_nan=True))
 
 
 def texts_match(logged: str | None, now: str | None, rtol: float = RTOL, atol: float = ATOL) -> bool:

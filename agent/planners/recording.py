@@ -6,7 +6,7 @@ an ``error`` event and re-raises. Wrapping guarantees the log has exactly what r
 
 >>> import tempfile
 >>> from agent.log import RunLog
->>> from agent.llm.replay import ReplayBackend
+>>> from agent.planners.replay import ReplayBackend
 >>> from agent.llm.types import LLMResponse, TextBlock
 >>> class Echo:
 ...     name, model = "offline", "echo"
@@ -28,6 +28,7 @@ from typing import Any
 
 from agent.llm.base import LLMBackend, ToolSpec
 from agent.llm.types import LLMResponse
+from agent.log import ErrorEvent, LLMRequestEvent, LLMResponseEvent, sha256_text
 
 
 class RecordingBackend:
@@ -44,8 +45,6 @@ class RecordingBackend:
 
     def complete(self, *, system: str, messages: list[dict[str, Any]], tools: list[ToolSpec],
                  max_tokens: int = 4096) -> LLMResponse:
-        from agent.log import ErrorEvent, LLMRequestEvent, LLMResponseEvent, sha256_text
-
         delta = messages[self._sent:] if len(messages) >= self._sent else list(messages)
         self.log.append(LLMRequestEvent(backend=self.name, model=self.model, system_sha256=sha256_text(system),
                                         n_messages=len(messages), messages=delta, tools=[t.name for t in tools],

@@ -1,0 +1,88 @@
+"""What defines a run (:class:`RunConfig`), and the choices the CLI offers as enums.
+
+>>> RunConfig(question="q?").planner in (Planner.OFFLINE, Planner.CLAUDE)
+True
+>>> RunConfig(question="q?", planner="offline").kernel.model_dump(mode="json")
+{'model': None, 'sandbox': 'local', 'unsafe_no_isolation': False}
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.budget import Budget
+
+
+class Planner(StrEnum):
+    """Who plans the experiments (every planner is an LLM backend driving the same loop)."""
+
+    CLAUDE = "claude"
+    """Claude through the Messages API (needs ``ANTHROPIC_API_KEY``)."""
+    OFFLINE = "offline"
+    """The deterministic systematic researcher (:mod:`agent.planners.offline`)."""
+    REPLAY = "replay"
+    """A run's logged LLM turns, fed back (``--replay-from``)."""
+
+
+class SandboxKind(StrEnum):
+    """Where the kernel runs."""
+
+    LOCAL = "local"
+    """A local Jupyter kernel isolated by bubblewrap."""
+    DOCKER = "docker"
+    """A kernel in a Docker container."""
+
+
+def default_planner() -> Planner:
+    """``claude`` when ``ANTHROPIC_API_KEY`` is set, else ``offline``."""
+    return Planner.CLAUDE if os.environ.get("ANTHROPIC_API_KEY") else Planner.OFFLINE
+
+
+class KernelOptions(BaseModel):
+    """What a sandbox factory needs to start a run's kernel."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str | None = None
+    """The model reference (its folder is bound read-only into the sandbox when it is a local path)."""
+    sandbox: SandboxKind = SandboxKind.LOCAL
+    unsafe_no_isolation: bool = False
+
+
+class RunConfig(BaseModel):
+    """Everything that defines a run (logged in ``run_started.config["run"]``; resume rebuilds from it)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    question: str
+    task: str | None = None
+    """Task name or spec path; None to frame the question."""
+    model: str | None = None
+    """Zoo name, HF id or path; None for the task's default (a zoo model for toy tasks)."""
+    circuit: list[str] | None = None
+    planner: Planner = Field(default_factory=default_planner)
+    replay_from: str | None = None
+    """Run directory whose LLM turns the ``replay`` planner feeds back."""
+    llm_model: str | None = None
+    """Claude model id (``claude`` planner); None for the backend's default."""
+    budget: Budget = Field(default_factory=Budget)
+    n_prompts: int = Field(32, ge=2)
+    """Prompts in the main batch and in the held-out batch."""
+    seed: int = 0
+    sandbox: SandboxKind = SandboxKind.LOCAL
+    unsafe_no_isolation: bool = False
+    threshold: float = Field(0.1, ge=0)
+    """Localisation keeps components whose |effect| ≥ threshold × the clean − corrupt gap."""
+    max_components: int = Field(8, ge=1)
+    cell_timeout_s: float = Field(120.0, gt=0)
+    kernel_threads: int | None = Field(1, ge=1)
+    """torch threads in the kernel (1 is fastest for small models on shared CPUs; None: torch default)."""
+    out: str | None = None
+
+    @property
+    def kernel(self) -> KernelOptions:
+        """The options the sandbox factory gets."""
+        return KernelOptions(model=self.model, sandbox=self.sandbox, unsafe_no_isolation=self.unsafe_no_isolation)

@@ -1,0 +1,237 @@
+"""One view of a run, derived from its log only: what ``status``, the reports, ``eval`` and the benchmark show.
+
+:meth:`RunView.from_events` reads the events once: the run's question, task and model, its components
+in order, the latest conclusion per component, hypotheses, clusters, every executed cell with its tool
+call (and its typed result, through the tool's result model in :mod:`agent.actions`), resource usage
+(one formula for steps, tool calls, tokens, USD and wall time) and evaluations. Nothing else derives
+these from events, so the numbers a user sees in ``status``, a report and a benchmark table agree.
+
+>>> import tempfile
+>>> from agent.log import RunLog, RunStartedEvent, ConclusionEvent
+>>> d = Path(tempfile.mkdtemp()) / "run1"
+>>> log = RunLog(d)
+>>> _ = log.append(RunStartedEvent(run_id="run1", question="q?", model="toy-ioi", planner="offline",
+...                                circuit=["L1H0", "L0H1"]))
+>>> _ = log.append(ConclusionEvent(component="L1H0", role="name mover", explanation="e", confidence=0.7))
+>>> v = RunView.from_run(d)
+>>> v.components, v.pending, v.state, v.current
+(['L1H0', 'L0H1'], ['L0H1'], 'interrupted', None)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agent.actions import parse_result
+from agent.lock import is_running
+from agent.log import (
+    ClusterEvent,
+    ConclusionEvent,
+    EvaluationEvent,
+    HypothesisEvent,
+    RunFinishedEvent,
+    RunStartedEvent,
+    read_events,
+)
+from tools.experiments import SweepResult
+
+LOCALISE_SWEEP = "localise-sweep"
+"""``call_id`` of the localisation sweep's cell (its result ranks the components)."""
+LOCALISE_REDUNDANCY = "localise-redundancy"
+"""``call_id`` of the localisation's redundancy check."""
+
+
+class CellRecord(BaseModel):
+    """One executed code cell, as logged (an ``execution_result`` event and the tool call behind it)."""
+
+    seq: int
+    """``seq`` of the ``execution_result`` event."""
+    call: str = "run_code"
+    """Tool that produced the cell (``run_code``, ``ablate``, ``attention``...)."""
+    call_id: str = ""
+    component: str | None = None
+    """Component under investigation when the cell ran, if any."""
+    code: str
+    input: dict[str, Any] = Field(default_factory=dict)
+    """The tool call's input, as logged."""
+    result: dict[str, Any] = Field(default_factory=dict)
+    """The logged ``ExecutionResult`` as a dict (status, stdout, stderr, result, data, outputs...)."""
+
+    def typed(self) -> BaseModel | None:
+        """The cell's data as its tool's result model (None: failed cell, free-form or malformed data)."""
+        if self.result.get("status") != "ok":
+            return None
+        return parse_result(self.call, self.result.get("data"))
+
+
+class RunUsage(BaseModel):
+    """Resources a run used, from its log (units in the field names).
+
+    Counted from the events (LLM responses, tool calls), raised to the last run-level ``budget`` event's
+    counters where those are larger (a run may log its budget without every call, e.g. a hand-made log).
+    """
+
+    steps: int = 0
+    """Planner turns (LLM responses, offline and replay planners included)."""
+    tool_calls: int = 0
+    input_tokens: int = 0
+    """Every input token, cached or not."""
+    output_tokens: int = 0
+    usd: float = 0.0
+    """LLM spend (unknown prices count 0)."""
+    wall_s: float | None = None
+    """Active seconds: the last run-level ``budget`` event's ``wall_s``, else first → last timestamp."""
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class RunView(BaseModel):
+    """A run as its log tells it (see the module docstring)."""
+
+    run_id: str
+    run_dir: str
+    started: RunStartedEvent | None = None
+    finished: RunFinishedEvent | None = None
+    running: bool = False
+    """Another process holds the run's lock (it is being written now)."""
+    n_events: int = 0
+    components: list[str] = Field(default_factory=list)
+    """The ``--circuit`` components, then every other component the log mentions, in order."""
+    conclusions: dict[str, ConclusionEvent] = Field(default_factory=dict)
+    """Component → its latest conclusion."""
+    hypotheses: list[HypothesisEvent] = Field(default_factory=list)
+    """Every hypothesis event, in log order (a hypothesis id recurs when its status changes)."""
+    clusters: dict[str, ClusterEvent] = Field(default_factory=dict)
+    """Cluster name → its latest event."""
+    cells: list[CellRecord] = Field(default_factory=list)
+    usage: RunUsage = Field(default_factory=RunUsage)
+    evaluations: list[EvaluationEvent] = Field(default_factory=list)
+    current: str | None = None
+    """The component under investigation (the last one the log mentions without a conclusion), while unfinished."""
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path) -> RunView:
+        """Read ``run_dir/events.jsonl`` (safe while another process writes it)."""
+        run_dir = Path(run_dir)
+        return cls.from_events(read_events(run_dir), run_dir, running=is_running(run_dir))
+
+    @classmethod
+    def from_events(cls, events: list[Any], run_dir: str | Path, running: bool = False) -> RunView:
+        started = next((e for e in events if isinstance(e, RunStartedEvent)), None)
+        finished = next((e for e in reversed(events) if isinstance(e, RunFinishedEvent)), None)
+        comps = list(started.circuit or []) if started else []
+        for e in events:
+            c = getattr(e, "component", None)
+            if c and c not in comps:
+                comps.append(c)
+        concl = {e.component: e for e in events if isinstance(e, ConclusionEvent)}
+        current = None
+        if finished is None:
+            current = next((e.component for e in reversed(events) if getattr(e, "component", None)
+                            and e.component not in concl), None)
+        return cls(run_id=started.run_id if started else Path(run_dir).name, run_dir=str(run_dir), started=started,
+                   finished=finished, running=running, n_events=len(events), components=comps, conclusions=concl,
+                   hypotheses=[e for e in events if isinstance(e, HypothesisEvent)],
+                   clusters={e.name: e for e in events if isinstance(e, ClusterEvent)}, cells=_cells(events),
+                   usage=_usage(events), evaluations=[e for e in events if isinstance(e, EvaluationEvent)],
+                   current=current)
+
+    # ------------------------------------------------------------------------------------------ derived
+
+    @property
+    def state(self) -> str:
+        """The logged final status (``completed``, ``budget``, ``error``...), else ``running`` / ``interrupted``."""
+        if self.finished is not None:
+            return self.finished.status
+        return "running" if self.running else "interrupted"
+
+    @property
+    def pending(self) -> list[str]:
+        return [c for c in self.components if c not in self.conclusions]
+
+    def latest_hypotheses(self) -> dict[str, HypothesisEvent]:
+        """Hypothesis id → its latest event, in order of first proposal."""
+        out: dict[str, HypothesisEvent] = {}
+        for h in self.hypotheses:
+            out[h.hypothesis_id] = h
+        return out
+
+    def localisation(self) -> SweepResult | None:
+        """The localisation sweep's typed result, when the run localised."""
+        cell = next((c for c in self.cells if c.call_id == LOCALISE_SWEEP), None)
+        typed = cell.typed() if cell is not None else None
+        return typed if isinstance(typed, SweepResult) else None
+
+    def cited_cells(self, conclusion: ConclusionEvent) -> list[CellRecord]:
+        """The cells a conclusion cites as evidence; without citations, every cell run on its component."""
+        by_seq = {c.seq: c for c in self.cells}
+        return [by_seq[q] for q in conclusion.evidence if q in by_seq] or [
+            c for c in self.cells if c.component == conclusion.component]
+
+    def scores(self) -> dict[str, float | None]:
+        """The evaluation scores (prefixed by the evaluator when several evaluators wrote events)."""
+        out: dict[str, float | None] = {}
+        evaluators = {e.evaluator for e in self.evaluations}
+        for e in self.evaluations:
+            prefix = f"{e.evaluator}." if len(evaluators) > 1 else ""
+            out.update({f"{prefix}{k}": v for k, v in e.scores.items()})
+        return out
+
+    def status(self) -> dict[str, Any]:
+        """What ``interp-agent status`` prints (its ``--json`` document)."""
+        st = self.started
+        last = self.hypotheses[-1] if self.hypotheses else None
+        return {
+            "run_id": self.run_id, "run_dir": self.run_dir,
+            "question": st.question if st else None, "task": st.task if st else None,
+            "model": st.model if st else None, "planner": st.planner if st else None,
+            "state": self.state, "events": self.n_events,
+            "components": {c: (self.conclusions[c].role if c in self.conclusions else "pending")
+                           for c in self.components},
+            "done": len(self.components) - len(self.pending), "pending": self.pending, "current": self.current,
+            "hypotheses": len(self.latest_hypotheses()),
+            "last_hypothesis": f"{last.component}: {last.statement} [{last.status}]" if last else None,
+            "tool_calls": self.usage.tool_calls, "llm_calls": self.usage.steps, "tokens": self.usage.tokens,
+            "usd": round(self.usage.usd, 4),
+            "clusters": {n: list(e.components) for n, e in self.clusters.items()},
+            "summary": self.finished.summary if self.finished else None,
+        }
+
+
+def _cells(events: list[Any]) -> list[CellRecord]:
+    calls = {e.call_id: e for e in events if e.kind == "tool_call"}
+    out = []
+    for e in events:
+        if e.kind != "execution_result":
+            continue
+        call = calls.get(e.call_id)
+        result = e.model_dump(mode="json", exclude={"kind", "seq", "ts", "schema_version", "call_id", "code",
+                                                    "component"})
+        out.append(CellRecord(seq=e.seq, call=call.name if call else "run_code", call_id=e.call_id,
+                              component=e.component or (call.component if call else None), code=e.code,
+                              input=dict(call.input) if call else {}, result=result))
+    return out
+
+
+def _usage(events: list[Any]) -> RunUsage:
+    u = RunUsage(tool_calls=sum(1 for e in events if e.kind == "tool_call"))
+    for e in events:
+        if e.kind == "llm_response":
+            u.steps += 1
+            u.input_tokens += e.usage.total_input_tokens
+            u.output_tokens += e.usage.output_tokens
+            u.usd += e.cost_usd or 0.0
+    last = next((e for e in reversed(events) if e.kind == "budget" and e.component is None), None)
+    if last is not None:
+        u.steps, u.tool_calls = max(u.steps, last.steps), max(u.tool_calls, last.tool_calls)
+        u.input_tokens, u.output_tokens = max(u.input_tokens, last.input_tokens), max(u.output_tokens, last.output_tokens)
+        u.usd = max(u.usd, last.usd)
+        u.wall_s = last.wall_s or None
+    if u.wall_s is None and events and events[0].ts and events[-1].ts:
+        u.wall_s = (events[-1].ts - events[0].ts).total_seconds()
+    return u
