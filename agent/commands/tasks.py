@@ -84,7 +84,7 @@ def register(app: typer.Typer) -> None:
         Exits 2 with the reason when the task is unusable (gap below the noise floor, accuracy at chance,
         too few valid prompts).
         """
-        from agent.cli import console, emit
+        from agent.commands.output import console, emit
         from evals.tasks import load_task
         from evals.tasks.check import check_task
         from evals.zoo import load_any_model
@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
         force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
     ) -> None:
         """Write a commented starter spec of a generic kind (valid as written; edit it, then 'tasks check')."""
-        from agent.cli import emit
+        from agent.commands.output import emit
         from evals.tasks.starters import starter
 
         if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
