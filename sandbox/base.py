@@ -12,7 +12,13 @@ A backend (``local``: bubblewrap on this machine; ``docker``: a container) only 
 - stdout/stderr are capped (a marker says how much was cut); a flood of output interrupts the cell;
 - rich outputs (PNG, SVG, HTML) are written to ``<workspace>/outputs/`` by the host, without following
   links the kernel may have planted there;
-- ``_result = <json value>`` in a cell comes back as :attr:`ExecutionResult.data`.
+- ``_result = <json value>`` in a cell comes back as :attr:`ExecutionResult.data`;
+- every message from the kernel is hostile input: zmq refuses messages over ``limits.message_bytes``
+  before allocating them (the kernel is then restarted), at most a few messages are queued, each field is
+  type-checked and capped on the host (stdout/stderr, errors, tracebacks, results, rich outputs), the
+  flood guard counts every output message, and a malformed message is dropped with a note;
+- the kernel starts in a clean folder (its setup cells too), so nothing it planted in the workspace is
+  imported or read as configuration by a restart; the socket folder is rebuilt from scratch at each start.
 
 Use it as a context manager so a failed start or an exception always tears the kernel down::
 
@@ -24,12 +30,12 @@ Use it as a context manager so a failed start or an exception always tears the k
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import json
 import os
 import queue
 import secrets
-import shutil
 import stat
 import sys
 import tempfile
@@ -43,12 +49,19 @@ import zmq
 
 from sandbox.config import SandboxLimits
 from sandbox.errors import KernelStartError, SandboxClosed, SandboxError
+from sandbox.hostio import as_text, parse_json_capped, remove_tree
 from sandbox.result import ExecutionResult, OutputFile, strip_ansi
 
 # Unix socket paths are limited to 108 bytes; ipc endpoints are "<ip>-<n>".
 _MAX_SOCKET_PATH = 100
 _RICH_MIMES = {"image/png": "png", "image/svg+xml": "svg", "text/html": "html"}
 _TAKE_RESULT = "__sandbox_take_result__"
+# Messages the host's sockets queue at most (per channel). With ``SandboxLimits.message_bytes`` (zmq's
+# MAXMSGSIZE: a bigger message drops the connection before it is allocated) this bounds the host memory a
+# flooding kernel can take: 8 x 24 MiB by default.
+_RCV_HWM = 8
+_NAME_CHARS = 200
+_RESULT_DEPTH = 64
 _BOOTSTRAP = """
 def __sandbox_take_result__(_limit=__LIMIT__):
     import json as _json
@@ -108,6 +121,38 @@ class _Capped:
         return out
 
 
+def _text_volume(content: dict[str, Any]) -> int:
+    """Characters of text in a message's content (strings one level into ``data``/lists): the flood count."""
+    n = 0
+    for v in content.values():
+        if isinstance(v, str):
+            n += len(v)
+        elif isinstance(v, dict | list):
+            for w in (v.values() if isinstance(v, dict) else v):
+                if isinstance(w, str):
+                    n += len(w)
+                elif isinstance(w, dict | list):
+                    n += 1024  # deeper structure: counted coarsely
+    return n
+
+
+def _capped_traceback(tb: Any, limit: int) -> list[str]:
+    """Traceback lines from a kernel message: strings only, colour codes stripped, the *last* ``limit``
+    characters kept (the end of a traceback says what happened)."""
+    if not isinstance(tb, list):
+        tb = [tb] if tb is not None else []
+    lines: list[str] = []
+    room = limit
+    for t in reversed(tb[-1000:]):
+        line = strip_ansi(as_text(t, min(room, limit)))
+        lines.append(line)
+        room -= len(line)
+        if room <= 0:
+            lines.append(f"[... {len(tb) - len(lines)} earlier traceback lines cut ...]")
+            break
+    return lines[::-1]
+
+
 class Sandbox(ABC):
     """A Jupyter kernel isolated from the host; one per run. See the module docstring.
 
@@ -129,6 +174,8 @@ class Sandbox(ABC):
         self._socket_dir: Path | None = None
         self._private_socket_dir = False
         self._output_seq = 0
+        self._monitors: dict[str, Any] = {}
+        self._host_notes: list[str] = []
 
     # ---- backend hooks -------------------------------------------------------------------------
     @property
@@ -177,10 +224,17 @@ class Sandbox(ABC):
             raise SandboxClosed("this sandbox was shut down", fix="create a new one with make_sandbox(...)")
         if self._started:
             return self
-        self.workspace.mkdir(parents=True, exist_ok=True)
-        self._prepare_workspace()
         try:
+            self.workspace.mkdir(parents=True, exist_ok=True)
+            self._prepare_workspace()
             self._boot()
+        except SandboxError:
+            self._teardown()
+            raise
+        except Exception as e:  # whatever the kernel left behind must not break the host for good
+            self._teardown()
+            raise KernelStartError(f"the kernel could not start: {type(e).__name__}: {e}",
+                                   fix="check the workspace; restart with a fresh workspace if it persists") from e
         except BaseException:
             self._teardown()
             raise
@@ -188,22 +242,32 @@ class Sandbox(ABC):
         return self
 
     def _socket_folder(self) -> Path:
-        if self._socket_dir is None:
-            cand = self.workspace / ".kernel"
-            if len(str(cand / "k-00000-00")) > _MAX_SOCKET_PATH:
-                cand = Path(tempfile.mkdtemp(prefix="iak-", dir="/tmp"))
-                self._private_socket_dir = True
-            cand.mkdir(parents=True, exist_ok=True)
-            self._socket_dir = cand
-        return self._socket_dir
+        """The folder of the kernel's ipc sockets, rebuilt empty at every start (the kernel is dead then).
+
+        It must be writable by the kernel, so nothing in it is trusted: whatever the previous kernel left
+        there (links, files, folders of any depth) is removed without following links.
+        """
+        cand = self.workspace / ".kernel"
+        if len(str(cand / "k-00000-00")) > _MAX_SOCKET_PATH:
+            if self._socket_dir is not None and self._private_socket_dir:
+                remove_tree(self._socket_dir)
+            self._socket_dir = Path(tempfile.mkdtemp(prefix="iak-", dir="/tmp"))
+            self._private_socket_dir = True
+            return self._socket_dir
+        remove_tree(cand)
+        cand.mkdir(mode=0o700)
+        self._socket_dir = cand
+        return cand
+
+    def _connection_file(self, sdir: Path) -> Path:
+        """Where the host writes the connection file. Default: inside the fresh socket folder; a backend
+        that can hand the kernel a read-only copy of a host-private file overrides this (local does)."""
+        return sdir / "connection.json"
 
     def _boot(self) -> None:
         from jupyter_client import BlockingKernelClient
 
         sdir = self._socket_folder()
-        for p in sdir.iterdir():  # stale sockets of a previous kernel
-            if p.name.startswith("k-") or p.name == "connection.json":
-                p.unlink(missing_ok=True)
         tag = uuid.uuid4().hex[:6]
         key = secrets.token_hex(32)
         info: dict[str, Any] = {
@@ -212,23 +276,35 @@ class Sandbox(ABC):
         }
         host_ip = str(sdir / f"k-{tag}")
         kernel_info = dict(info, ip=self._kernel_path(sdir) + f"/k-{tag}")
-        conn = sdir / "connection.json"
-        conn.write_text(json.dumps(kernel_info))
+        conn = self._connection_file(sdir)
+        with contextlib.suppress(FileNotFoundError):
+            conn.unlink()
+        fd = os.open(conn, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(kernel_info))
         self._after_connection_file(conn)
         self._launch(conn, kernel_info)
         deadline = time.monotonic() + self.limits.start_timeout_s
         self._wait_for_sockets(host_ip, deadline)
         # Connect once, never reconnect: a kernel that later swaps its socket files for links must not be
-        # able to steer the host's client to another Unix socket on the host (a confused deputy).
+        # able to steer the host's client to another Unix socket on the host (a confused deputy). Messages
+        # over message_bytes drop the connection before the host allocates them; the queues are short.
         context = zmq.Context()
         context.setsockopt(zmq.RECONNECT_IVL, -1)
+        context.setsockopt(zmq.MAXMSGSIZE, self.limits.message_bytes)
+        context.setsockopt(zmq.RCVHWM, _RCV_HWM)
         kc = BlockingKernelClient(context=context)
         kc.load_connection_info(dict(info, ip=host_ip))
         kc.start_channels()
         self.kc = kc
+        self._monitors = {name: getattr(kc, f"{name}_channel").socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+                          for name in ("shell", "iopub")}
         while True:  # wait_for_ready, but notice a kernel that exits instead of answering
             if not self._alive():
                 raise KernelStartError(f"the kernel exited during start-up ({self._exit_reason()})",
+                                       fix=self._start_fix())
+            if self._broken_channel():
+                raise KernelStartError("the kernel broke its connection during start-up",
                                        fix=self._start_fix())
             try:
                 kc.wait_for_ready(timeout=0.5)
@@ -246,7 +322,9 @@ class Sandbox(ABC):
         if boot.status != "ok":
             raise KernelStartError(f"the sandbox bootstrap cell failed: {boot.error_name}: {boot.error_value}",
                                    fix="this is a bug in sandbox/base.py; please report it")
-        for i, code in enumerate(self.setup_code):
+        # Setup cells run in the kernel's clean start folder: a module the kernel planted in the workspace
+        # (torch.py, tools.py...) cannot shadow their imports. Cells then run in the workspace.
+        for i, code in enumerate([*self.setup_code, self._enter_workspace_code()]):
             r = self._run(code, self.limits.start_timeout_s, store_history=False, recover=False)
             if r.status != "ok":
                 raise KernelStartError(
@@ -254,6 +332,23 @@ class Sandbox(ABC):
                     + "\n".join(r.traceback[-5:]),
                     fix="fix the setup code (it runs on every start and restart); run it with execute() to debug")
         self._booted()
+
+    def _enter_workspace_code(self) -> str:
+        return f"__import__('os').chdir({self._kernel_path(self.workspace)!r})"
+
+    def _broken_channel(self) -> str | None:
+        """The channel whose connection dropped (an oversized or malformed message), if any."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        for name, mon in getattr(self, "_monitors", {}).items():
+            try:
+                recv_monitor_message(mon, zmq.NOBLOCK)
+                return name
+            except zmq.Again:
+                continue
+            except Exception:  # noqa: BLE001 - a closed monitor: treat as broken
+                return name
+        return None
 
     def _wait_for_sockets(self, host_ip: str, deadline: float) -> None:
         """Wait until the fresh kernel has bound its five ipc sockets (real sockets, not links)."""
@@ -303,9 +398,13 @@ class Sandbox(ABC):
         self._closed = True
         self._teardown()
         if self._private_socket_dir and self._socket_dir is not None:
-            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            remove_tree(self._socket_dir)
 
     def _teardown(self) -> None:
+        for mon in getattr(self, "_monitors", {}).values():
+            with contextlib.suppress(Exception):
+                mon.close(linger=0)
+        self._monitors = {}
         if self.kc is not None:
             with contextlib.suppress(Exception):
                 self.kc.stop_channels()
@@ -338,21 +437,26 @@ class Sandbox(ABC):
 
     def _run(self, code: str, timeout: float, store_history: bool, recover: bool) -> ExecutionResult:
         kc = self.kc
+        lim = self.limits
         t0 = time.monotonic()
         deadline = t0 + timeout
         msg_id = kc.execute(code, silent=False, store_history=store_history, allow_stdin=False,
                             stop_on_error=False, user_expressions={"r": f"{_TAKE_RESULT}()"}
                             if store_history else {})
-        out, err = _Capped(self.limits.output_chars), _Capped(self.limits.output_chars)
+        out, err = _Capped(lim.output_chars), _Capped(lim.output_chars)
         res: dict[str, Any] = {"status": "ok", "outputs": []}
         flooded = interrupted = False
+        flooded_at = 0.0
+        volume = 0  # characters of every output message of this cell (the flood guard's count)
+        reply: dict[str, Any] | None = None
+        reply_at = 0.0
         last_poll = t0
         while True:
             now = time.monotonic()
             if now >= deadline and not interrupted:
                 interrupted = True
                 self.interrupt()
-                deadline = now + self.limits.interrupt_grace_s
+                deadline = now + lim.interrupt_grace_s
                 res.update(status="timeout", error_name="Timeout",
                            error_value=f"the cell ran past its {timeout:g}s wall-clock limit and was interrupted")
                 continue
@@ -360,6 +464,10 @@ class Sandbox(ABC):
                 reason = res.get("error_value") or "the cell"
                 return self._recover(res, out, err, t0, "timeout",
                                      f"{reason}; the kernel ignored the interrupt and was restarted", recover)
+            if flooded and volume > 4 * lim.flood_chars and now - flooded_at > lim.interrupt_grace_s:
+                return self._recover(res, out, err, t0, "error", f"the cell was interrupted for flooding its output but kept on "
+                                     f"({volume} characters, limit {lim.flood_chars}); the kernel was restarted",
+                                     recover)
             try:
                 msg = kc.get_iopub_msg(timeout=min(0.05, max(deadline - now, 0.001)))
             except queue.Empty:
@@ -368,68 +476,171 @@ class Sandbox(ABC):
                     if not self._alive():
                         return self._recover(res, out, err, t0, "died",
                                              f"the kernel died ({self._exit_reason()})", recover)
+                    broken = self._broken_channel()
+                    if broken and self._died_soon():
+                        return self._recover(res, out, err, t0, "died",
+                                             f"the kernel died ({self._exit_reason()})", recover)
+                    if broken:
+                        return self._recover(res, out, err, t0, "error", (
+                            f"the kernel broke its {broken} connection (a message over the {lim.message_bytes}-byte "
+                            "limit, or a malformed one); the kernel was restarted"), recover)
+                    if reply is None:
+                        reply = self._poll_reply(msg_id)
+                        reply_at = time.monotonic()
+                    elif time.monotonic() - reply_at > 1.0:  # the reply came, the idle status never did
+                        self._note(res, "some output messages of this cell were lost (sent faster than read)")
+                        break
                 continue
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+            except Exception:  # noqa: BLE001 - a message that does not deserialise (forged by the kernel)
+                self._note(res, "a malformed message from the kernel was dropped")
                 continue
-            mtype, content = msg["msg_type"], msg["content"]
+            if not isinstance(msg, dict) or not isinstance(msg.get("parent_header"), dict) \
+                    or msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            mtype, content = msg.get("msg_type"), msg.get("content")
+            if not isinstance(content, dict):
+                self._note(res, f"a malformed {as_text(mtype, 40)} message from the kernel was dropped")
+                continue
+            size = _text_volume(content)
+            volume += size
+            if not flooded and volume > lim.flood_chars:
+                flooded, flooded_at = True, time.monotonic()
+                self.interrupt()
             if mtype == "stream":
-                (out if content.get("name") == "stdout" else err).add(content.get("text", ""))
-                if not flooded and out.kept + out.cut + err.kept + err.cut > self.limits.flood_chars:
-                    flooded = True
-                    self.interrupt()
+                text = content.get("text")
+                (out if content.get("name") == "stdout" else err).add(
+                    text if isinstance(text, str) else as_text(text, lim.output_chars))
             elif mtype in ("execute_result", "display_data", "update_display_data"):
-                self._rich(content.get("data", {}), res, mtype == "execute_result")
+                data = content.get("data")
+                if isinstance(data, dict):
+                    self._rich(data, res, mtype == "execute_result")
+                else:
+                    self._note(res, f"a {mtype} message without a data dict was dropped")
             elif mtype == "error":
                 if res["status"] != "timeout":
                     res["status"] = "error"
-                    res["error_name"] = content.get("ename")
-                    res["error_value"] = content.get("evalue")
-                res["traceback"] = [strip_ansi(t) for t in content.get("traceback", [])]
+                    res["error_name"] = as_text(content.get("ename"), _NAME_CHARS)
+                    res["error_value"] = as_text(content.get("evalue"), lim.output_chars)
+                res["traceback"] = _capped_traceback(content.get("traceback"), lim.output_chars)
             elif mtype == "execute_input":
-                res["execution_count"] = content.get("execution_count")
+                count = content.get("execution_count")
+                res["execution_count"] = count if type(count) is int else None
             elif mtype == "status" and content.get("execution_state") == "idle":
                 break
-        if flooded and res["status"] == "error":
-            res["error_value"] = (f"the cell printed more than {self.limits.flood_chars} characters and was "
-                                  f"interrupted ({res.get('error_value')})")
-        self._take_reply(msg_id, res)
+        if flooded and res["status"] != "timeout":
+            what = (f"the cell's output passed {lim.flood_chars} characters and it was interrupted")
+            if res["status"] == "error":
+                res["error_value"] = f"{what} ({res.get('error_value')})"
+            else:
+                self._note(res, what)
+        if reply is None:
+            reply = self._wait_reply(msg_id)
+        if reply is not None:
+            self._use_reply(reply, res)
         return self._finish(res, out, err, t0)
 
-    def _take_reply(self, msg_id: str, res: dict[str, Any]) -> None:
+    def _died_soon(self, grace_s: float = 1.0) -> bool:
+        """Whether the kernel process ends within ``grace_s`` (a dropped connection is usually a death)."""
+        end = time.monotonic() + grace_s
+        while time.monotonic() < end:
+            if not self._alive():
+                return True
+            time.sleep(0.05)
+        return not self._alive()
+
+    def _poll_reply(self, msg_id: str) -> dict[str, Any] | None:
+        """This cell's execute_reply if it is already there (other replies are dropped), else ``None``."""
+        while True:
+            try:
+                reply = self.kc.get_shell_msg(timeout=0)
+            except queue.Empty:
+                return None
+            except Exception:  # noqa: BLE001 - malformed reply: dropped
+                continue
+            if isinstance(reply, dict) and isinstance(reply.get("parent_header"), dict) \
+                    and reply["parent_header"].get("msg_id") == msg_id:
+                return reply
+
+    def _wait_reply(self, msg_id: str) -> dict[str, Any] | None:
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline:
-            try:
-                reply = self.kc.get_shell_msg(timeout=0.5)
-            except queue.Empty:
-                if not self._alive():
-                    return
-                continue
-            if reply.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            content = reply["content"]
-            res.setdefault("execution_count", content.get("execution_count"))
-            expr = (content.get("user_expressions") or {}).get("r")
-            if expr and expr.get("status") == "ok":
-                text = expr.get("data", {}).get("text/plain", "None")
-                if text != "None":
-                    import ast
+            reply = self._poll_reply(msg_id)
+            if reply is not None:
+                return reply
+            if not self._alive() or self._broken_channel():
+                return None
+            time.sleep(0.01)
+        return None
 
-                    value = json.loads(ast.literal_eval(text))
-                    if isinstance(value, dict) and "__sandbox_error__" in value:
-                        res["data"] = None
-                        self._note(res, value["__sandbox_error__"])
-                    else:
-                        res["data"] = value
+    def _use_reply(self, reply: dict[str, Any], res: dict[str, Any]) -> None:
+        """Take the execution count and the ``_result`` hand-back from a reply, validating everything."""
+        content = reply.get("content")
+        if not isinstance(content, dict):
             return
+        count = content.get("execution_count")
+        if res.get("execution_count") is None and type(count) is int:
+            res["execution_count"] = count
+        exprs = content.get("user_expressions")
+        expr = exprs.get("r") if isinstance(exprs, dict) else None
+        if not isinstance(expr, dict) or expr.get("status") != "ok":
+            return
+        data = expr.get("data")
+        text = data.get("text/plain") if isinstance(data, dict) else None
+        if text is None or text == "None":
+            return
+        value, why = self._parse_result(text)
+        if why is not None:
+            res["data"] = None
+            self._note(res, f"_result was dropped: {why}")
+        elif isinstance(value, dict) and "__sandbox_error__" in value:
+            res["data"] = None
+            self._note(res, as_text(value["__sandbox_error__"], 500))
+        else:
+            res["data"] = value
+
+    def _parse_result(self, text: Any) -> tuple[Any, str | None]:
+        """The ``_result`` JSON from the helper's repr: bounded, validated on the host; never raises.
+
+        The helper runs in the kernel, so the kernel can redefine it: its output is checked here as if
+        forged (a string repr of at most ~``result_bytes``, holding JSON at most ``result_bytes`` long
+        and 64 levels deep).
+        """
+        import ast
+
+        lim = self.limits.result_bytes
+        if not isinstance(text, str) or text[:1] not in ("'", '"') or len(text) > 4 * lim + 16:
+            return None, f"the result hand-back was not a string of at most {lim} bytes (was it redefined?)"
+        try:
+            inner = ast.literal_eval(text)
+        except Exception:  # noqa: BLE001 - SyntaxError, RecursionError, MemoryError...
+            return None, "the result hand-back could not be read (was it redefined?)"
+        if not isinstance(inner, str):
+            return None, "the result hand-back was not a string (was it redefined?)"
+        return parse_json_capped(inner, lim, _RESULT_DEPTH)
 
     def _rich(self, bundle: dict[str, Any], res: dict[str, Any], is_result: bool) -> None:
         for mime, ext in _RICH_MIMES.items():
             if mime in bundle:
                 raw = bundle[mime]
-                payload = base64.b64decode(raw) if mime == "image/png" else str(raw).encode()
-                if len(payload) > self.limits.output_file_bytes:
+                if not isinstance(raw, str):
+                    self._note(res, f"a {mime} output that was not text was dropped")
+                    return
+                limit = self.limits.output_file_bytes
+                if len(raw) > (limit * 4 // 3 + 4 if mime == "image/png" else limit):
+                    self._note(res, f"a {mime} output of about {len(raw)} bytes was dropped "
+                                    f"(limit {limit}); save it to a file yourself")
+                    return
+                if mime == "image/png":
+                    try:
+                        payload = base64.b64decode(raw, validate=True)
+                    except (binascii.Error, ValueError):
+                        self._note(res, "an image/png output that was not valid base64 was dropped")
+                        return
+                else:
+                    payload = raw.encode(errors="replace")
+                if len(payload) > limit:
                     self._note(res, f"a {mime} output of {len(payload)} bytes was dropped "
-                                    f"(limit {self.limits.output_file_bytes}); save it to a file yourself")
+                                    f"(limit {limit}); save it to a file yourself")
                 elif len(res["outputs"]) >= self.limits.output_files:
                     self._note(res, f"rich outputs beyond {self.limits.output_files} in one cell were dropped")
                 else:
@@ -440,10 +651,14 @@ class Sandbox(ABC):
                         self._note(res, "a rich output was dropped: outputs/ is not a plain folder")
                 return  # the richest form only (a figure's text/plain is "<Figure ...>")
         if is_result and "text/plain" in bundle:
-            text = str(bundle["text/plain"])
+            text = as_text(bundle["text/plain"], self.limits.output_chars + 1)
             limit = self.limits.output_chars
             res["result"] = text if len(text) <= limit else (
                 text[:limit] + f"\n[... {len(text) - limit} characters of the result truncated ...]")
+
+    def _host_note(self, text: str) -> None:
+        """Backend hook (any thread): a note for the current cell's stderr (e.g. the memory watchdog acted)."""
+        self._host_notes.append(text)
 
     @staticmethod
     def _note(res: dict[str, Any], text: str) -> None:
@@ -482,19 +697,22 @@ class Sandbox(ABC):
 
     def _recover(self, res: dict[str, Any], out: _Capped, err: _Capped, t0: float, status: str,
                  why: str, recover: bool) -> ExecutionResult:
-        res.update(status=status, error_name="Timeout" if status == "timeout" else "KernelDied", error_value=why)
+        name = {"timeout": "Timeout", "died": "KernelDied"}.get(status, "SandboxLimit")
+        res.update(status=status, error_name=name, error_value=why)
         if not recover:
             raise KernelStartError(why, fix="fix the setup code; the kernel must survive it")
         try:
             self.restart()
             res["restarted"] = True
-        except SandboxError as e:
+        except Exception as e:  # noqa: BLE001 - reported in the cell's result; the next cell tries again
             res["error_value"] = f"{why}; restarting failed: {e}"
             self._started = False
         return self._finish(res, out, err, t0)
 
     def _finish(self, res: dict[str, Any], out: _Capped, err: _Capped, t0: float) -> ExecutionResult:
         notes = res.pop("notes", [])
+        while self._host_notes:
+            notes.append(self._host_notes.pop(0))
         stderr = err.text("stderr") + "".join(f"[sandbox] {n}\n" for n in notes)
         return ExecutionResult(stdout=out.text("stdout"), stderr=stderr, duration_s=time.monotonic() - t0,
                                truncated=bool(out.cut or err.cut) or "truncated ..." in (res.get("result") or ""),

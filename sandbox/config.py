@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sandbox.errors import SandboxError
 
@@ -30,8 +30,10 @@ class SandboxLimits(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     memory_gb: float = Field(8.0, gt=0)
-    """Address-space limit (RLIMIT_AS) of the kernel and each child, in GiB. torch imports under 2 GiB
-    of virtual memory; models need their weights on top. Docker: the container's ``mem_limit``."""
+    """Memory of the kernel, in GiB: the address-space limit (RLIMIT_AS) of each of its processes, and the
+    resident memory of all of them together (local: a cgroup v2 ``memory.max`` when the host delegates
+    one, else a host-side watchdog that kills the largest process of the tree; Docker: the container's
+    ``mem_limit``). torch imports under 2 GiB of virtual memory; models need their weights on top."""
     file_size_gb: float = Field(2.0, gt=0)
     """Largest file the kernel may write (RLIMIT_FSIZE), in GiB."""
     processes: int = Field(256, ge=16)
@@ -52,15 +54,28 @@ class SandboxLimits(BaseModel):
     """Characters of stdout (and, separately, stderr) kept per cell; the rest is cut with a marker."""
     flood_chars: int = Field(20_000_000, ge=1000)
     """Output (characters) after which a cell is interrupted as a flood."""
-    output_file_bytes: int = Field(32 * MiB, ge=1024)
+    output_file_bytes: int = Field(16 * MiB, ge=1024)
     """Largest rich output (PNG/SVG/HTML) the host saves; bigger ones are dropped with a note in stderr
     (the host writes them, so the kernel's file-size limit does not apply)."""
     output_files: int = Field(64, ge=1)
     """Most rich outputs saved per cell; the rest are dropped with a note."""
     result_bytes: int = Field(4 * MiB, ge=1024)
-    """Largest JSON ``_result`` accepted, in bytes."""
+    """Largest JSON ``_result`` accepted, in bytes (checked on the host)."""
+    message_bytes: int = Field(32 * MiB, ge=64 * 1024)
+    """Largest single message the host accepts from the kernel (zmq's MAXMSGSIZE): a bigger one drops the
+    connection before the host allocates it, and the kernel is restarted. Must hold the largest rich
+    output (base64) and ``_result``."""
     cpus: float | None = Field(None, gt=0)
     """Docker only: CPU quota (``nano_cpus``), in CPUs."""
+
+    @model_validator(mode="after")
+    def _messages_hold_outputs(self) -> SandboxLimits:
+        need = max(self.output_file_bytes * 4 // 3, 4 * self.result_bytes) + MiB
+        if self.message_bytes < need:
+            raise ValueError(f"message_bytes={self.message_bytes} cannot carry a rich output of output_file_bytes="
+                             f"{self.output_file_bytes} (base64) or a _result of result_bytes={self.result_bytes}: "
+                             f"raise it to at least {need}")
+        return self
 
     @property
     def memory_bytes(self) -> int:
@@ -115,6 +130,12 @@ def kernel_env(workspace: str | os.PathLike, parent: Mapping[str, str] | None = 
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
         "IPYTHONDIR": "/tmp/ipython",
         "PYTHONDONTWRITEBYTECODE": "1",
+        # Nothing under HOME (the workspace, which the kernel writes) is read at start-up: no user
+        # site-packages, no Jupyter config or data folders there.
+        "PYTHONNOUSERSITE": "1",
+        "JUPYTER_CONFIG_DIR": "/tmp/jupyter/config",
+        "JUPYTER_DATA_DIR": "/tmp/jupyter/data",
+        "JUPYTER_RUNTIME_DIR": "/tmp/jupyter/runtime",
         "PYTHONUNBUFFERED": "1",
         "XDG_CACHE_HOME": "/tmp/cache",
     })
