@@ -122,14 +122,18 @@ def check_setup(sb: Any, circuit: list[str] | None = None, timeout_s: float = 12
 
 
 def model_read_paths(model: str | None) -> list[str]:
-    """Host paths the kernel must read to load ``model``: its folder (a local path) and the HF cache."""
-    paths = []
-    if model and Path(model).expanduser().exists():
-        paths.append(str(Path(model).expanduser().resolve()))
-    hf = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
-    if model and not paths and hf.exists():
-        paths.append(str(hf.resolve()))
-    return paths
+    """Host folders the kernel must read to load ``model``: exactly its folder (a local path) or, for a
+    hub id, that model's folder in the hub cache (``models--org--name``). Never the Hugging Face home,
+    which holds the token, nor a home folder (the sandbox refuses those)."""
+    if not model:
+        return []
+    local = Path(model).expanduser()
+    if local.exists():
+        return [str(local.resolve())]
+    hf = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface").expanduser()
+    hub = Path(os.environ.get("HF_HUB_CACHE") or hf / "hub").expanduser()
+    folder = hub / ("models--" + model.replace("/", "--"))
+    return [str(folder.resolve())] if folder.is_dir() else []
 
 
 def check_model_readable(model: str | None) -> None:

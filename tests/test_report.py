@@ -78,7 +78,16 @@ def test_report_survives_missing_data(tmp_path):
     assert "No component was concluded." in md and "No patching sweep was logged" in md
 
 
+@pytest.mark.skipif(__import__("sandbox.local").local.isolation_problem() is not None,
+                    reason="report --execute needs the isolated sandbox (apt-get install -y bubblewrap)")
 def test_notebook_runs_top_to_bottom(reports):
+    """``--execute`` runs the cells in an isolated sandbox (as another uid): the model must be world-readable,
+    as ``check_model_readable`` demands of an isolated run (``save_pretrained`` writes weights 0600)."""
+    import json
+
+    model = Path(json.loads(reports[".ipynb"].read_text())["metadata"]["interp_agent"]["model"])
+    for f in model.iterdir():
+        f.chmod(0o644)
     nb = execute_notebook(reports[".ipynb"], timeout_s=300)
     code = [c for c in nb.cells if c.cell_type == "code"]
     tagged = [c for c in code if "raises-exception" in c.metadata.get("tags", [])]

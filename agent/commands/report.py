@@ -95,7 +95,7 @@ def register(app: typer.Typer) -> None:
         html: Annotated[bool, typer.Option("--html", help="Write report.html (one self-contained file).")] = False,
         notebook: Annotated[bool, typer.Option("--notebook", help="Write report.ipynb (re-runnable).")] = False,
         execute: Annotated[bool, typer.Option(
-            "--execute", help="Also run the notebook top to bottom in a fresh kernel (nbclient) to check it.")] = False,
+            "--execute", help="Also run the notebook top to bottom in a fresh sandbox (isolated; refuses without isolation) to check it.")] = False,
         attention: Annotated[bool, typer.Option(
             "--attention", help="Re-compute the concluded heads' attention patterns in a sandbox for the figures.")] = False,
         out: Annotated[str | None, typer.Option("--out", help="Runs folder (default $INTERP_AGENT_HOME/runs).")] = None,

@@ -41,7 +41,7 @@ def tool_result_payload(ev: ExecutionResultEvent) -> tuple[str, bool]:
             if ev.stdout:
                 body["stdout"] = ev.stdout[-2000:]
         return result_text(body), False
-    err = f"seq {ev.seq}: cell {ev.status}: {ev.error_name or ''}: {ev.error_value or ''}".strip()
+    err = f"seq {ev.seq}: cell {ev.status}: {(ev.error_name or '')[:200]}: {(ev.error_value or '')[:2000]}".strip()
     if ev.traceback:
         err += "\n" + ev.traceback[-1500:]
     return err, True

@@ -157,7 +157,10 @@ def verify(run_dir: str | Path, *, sandbox_factory: SandboxFactory | None = None
         sb = factory(workspace, setup, KernelOptions(model=started.model, unsafe_no_isolation=unsafe))
         report.setup_s = time.perf_counter() - t0
         for i, cell in enumerate(view.cells):
-            now = sb.execute(cell.code, timeout=timeout).model_dump(mode="json")
+            try:
+                now = sb.execute(cell.code, timeout=timeout).model_dump(mode="json")
+            except Exception as e:  # noqa: BLE001 - a failing sandbox is a mismatch of this cell, not a crash
+                now = {"status": "error", "error_name": type(e).__name__, "error_value": str(e)[:2000]}
             report.mismatches.extend(compare_results(cell.seq, cell.call, cell.result, now, rtol, atol))
             if on_cell is not None:
                 on_cell(i + 1, len(view.cells), cell)

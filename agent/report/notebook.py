@@ -29,6 +29,8 @@ from typing import Any
 
 from agent.report.model import RunSummary
 from agent.report.render import fmt_num, key_numbers
+from agent.report.summary import read_run_file
+from tools.errors import InterpAgentError
 
 
 def _outputs(result: dict[str, Any], run_dir: Path | None) -> list[Any]:
@@ -47,9 +49,11 @@ def _outputs(result: dict[str, Any], run_dir: Path | None) -> list[Any]:
     elif result.get("status") in ("timeout", "died"):
         outs.append(new_output("stream", name="stderr", text=f"[cell {result['status']} in the run]\n"))
     for rel in result.get("outputs") or []:
-        p = (run_dir / rel) if run_dir else None
-        if p is not None and p.is_file() and p.suffix.lower() == ".png":
-            outs.append(new_output("display_data", data={"image/png": base64.b64encode(p.read_bytes()).decode(),
+        if run_dir is None or not str(rel).lower().endswith(".png"):
+            continue
+        png, _ = read_run_file(run_dir, rel)  # kernel-written: bounded, never through a link
+        if png is not None:
+            outs.append(new_output("display_data", data={"image/png": base64.b64encode(png).decode(),
                                                          "text/plain": f"<{rel}>"}))
     if result.get("result") is not None:
         outs.append(new_output("execute_result", data={"text/plain": str(result["result"])}, execution_count=None))
@@ -65,7 +69,7 @@ def _preamble(s: RunSummary) -> str:
              "os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')"]
     if s.run_dir:
         ws = Path(s.run_dir) / "workspace"
-        lines += [f"_ws = {str(ws)!r}", "if os.path.isdir(_ws):", "    os.chdir(_ws)"]
+        lines += [f"_ws = {str(ws)!r}", "if os.path.isdir(_ws) and os.access(_ws, os.W_OK):", "    os.chdir(_ws)"]
     return "\n".join(lines)
 
 
@@ -144,14 +148,48 @@ def write_notebook(s: RunSummary, run_dir: Path) -> Path:
     return path
 
 
-def execute_notebook(path: str | Path, timeout_s: int = 600, kernel_name: str = "python3") -> Any:
-    """Run a notebook top to bottom in a fresh kernel with ``nbclient`` (raises on the first error that
-    is not tagged ``raises-exception``); returns the executed notebook."""
+def execute_notebook(path: str | Path, timeout_s: int = 600, sandbox_factory: Any = None) -> Any:
+    """Run a notebook's code cells top to bottom in a fresh *sandbox* (never a plain host kernel: the cells
+    are the run's LLM-written code) and return it with the new outputs.
+
+    Raises :class:`NotebookError` on the first cell that fails and is not tagged ``raises-exception``.
+    ``sandbox_factory(workspace) -> Sandbox`` defaults to an isolated local sandbox that can read the
+    run's model (:func:`agent.kernel.make_kernel`); without isolation it refuses
+    (:class:`sandbox.errors.IsolationUnavailable`).
+    """
+    import shutil
+    import tempfile
+
     import nbformat
-    from nbclient import NotebookClient
 
     nb = nbformat.read(str(path), as_version=4)
-    client = NotebookClient(nb, timeout=timeout_s, kernel_name=kernel_name,
-                            resources={"metadata": {"path": str(Path(path).parent)}})
-    client.execute()
+    model = (nb.metadata.get("interp_agent") or {}).get("model")
+    if sandbox_factory is None:
+        from agent.config import KernelOptions, SandboxKind
+        from agent.kernel import make_kernel
+
+        def sandbox_factory(ws: Path) -> Any:
+            return make_kernel(ws, [], KernelOptions(model=model, sandbox=SandboxKind.LOCAL, unsafe_no_isolation=False))
+
+    workspace = Path(tempfile.mkdtemp(prefix="report-execute-"))
+    try:
+        with sandbox_factory(workspace) as sb:
+            for i, cell in enumerate(nb.cells):
+                if cell.cell_type != "code":
+                    continue
+                r = sb.execute(cell.source, timeout=timeout_s)
+                res = r.model_dump(mode="json") if hasattr(r, "model_dump") else dict(r)
+                res["outputs"] = []
+                cell.outputs = _outputs(res, None)
+                if res.get("status") != "ok" and "raises-exception" not in cell.metadata.get("tags", []):
+                    raise NotebookError(f"notebook cell {i} failed in the sandbox ({res.get('status')}: "
+                                        f"{res.get('error_name')}: {str(res.get('error_value'))[:500]})",
+                                        fix="open the notebook at that cell; `interp-agent replay RUN --verify` "
+                                            "compares every cell with the log")
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
     return nb
+
+
+class NotebookError(InterpAgentError):
+    """A notebook cell failed when the notebook was executed."""

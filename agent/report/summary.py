@@ -49,6 +49,8 @@ from agent.view import RunView
 from tools import experiments as X
 
 MAX_FIGURES = 12
+MAX_FIGURE_BYTES = 16 * 2**20
+"""Largest logged figure file embedded in a report (the files are the kernel's: read bounded, no links)."""
 """At most this many figures per report (the first ones in log order)."""
 
 _EFFECT_LABELS: dict[type[BaseModel], str] = {X.AblationResult: "ablation", X.PatchingResult: "patching",
@@ -161,6 +163,22 @@ def build_summary(run_dir: str | Path, view: RunView | None = None, figures: boo
     return s
 
 
+def read_run_file(run_dir: Path | None, rel: Any, max_bytes: int = MAX_FIGURE_BYTES) -> tuple[bytes | None, str]:
+    """The bytes of a file the run logged (``rel`` under ``run_dir``), or ``(None, why)``.
+
+    The sandboxed kernel could write there: no link is followed at any level, only a regular file of at
+    most ``max_bytes`` is read (:func:`sandbox.hostio.read_beneath`).
+    """
+    from sandbox.hostio import UnsafePath, read_beneath
+
+    if run_dir is None:
+        return None, "no run directory"
+    try:
+        return read_beneath(run_dir, str(rel), max_bytes), ""
+    except UnsafePath as e:
+        return None, ("it is missing from the run directory" if "No such file" in str(e) else str(e))
+
+
 def collect_figures(run_dir: Path, cells: list[CellRecord]) -> tuple[list[Figure], list[str]]:
     """Figures from logged data and logged figure files; notes say what was skipped and why."""
     figs: list[Figure] = []
@@ -169,12 +187,12 @@ def collect_figures(run_dir: Path, cells: list[CellRecord]) -> tuple[list[Figure
         for rel in cell.result.get("outputs") or []:
             if not str(rel).lower().endswith(".png"):
                 continue
-            p = run_dir / rel
-            if p.is_file():
+            png, why = read_run_file(run_dir, rel)
+            if png is not None:
                 figs.append(Figure(title=f"{rel} — written by {cell.call} (event {cell.seq})", kind="logged",
-                                   source_seq=cell.seq, png_b64=base64.b64encode(p.read_bytes()).decode("ascii")))
+                                   source_seq=cell.seq, png_b64=base64.b64encode(png).decode("ascii")))
             else:
-                notes.append(f"figure {rel} of event {cell.seq} is missing from the run directory; skipped.")
+                notes.append(f"figure {rel} of event {cell.seq} was skipped: {why}.")
         if cell.result.get("status") == "ok":
             try:
                 figs.extend(figures_from_data(cell.result.get("data"), cell.seq, cell.call))
