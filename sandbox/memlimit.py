@@ -214,8 +214,9 @@ class CgroupLeaf:
 
     def remove(self) -> None:
         """Kill what is left in the leaf and remove it (retrying while the processes exit)."""
-        with contextlib.suppress(OSError):
-            (self.path / "cgroup.kill").write_text("1")
+        if (self.path / "cgroup.kill").exists():  # Linux >= 5.14
+            with contextlib.suppress(OSError):
+                (self.path / "cgroup.kill").write_text("1")
         for _ in range(50):
             try:
                 self.path.rmdir()
