@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -88,7 +89,7 @@ def test_watchdog_kills_the_largest_process_of_the_tree():
         assert dog.peak_bytes > 150 << 20
         rss = {}
         for pid in memlimit.tree_pids(parent.pid):
-            st = memlimit.parse_stat(open(f"/proc/{pid}/stat", "rb").read())
+            st = memlimit.parse_stat(Path(f"/proc/{pid}/stat").read_bytes())
             rss[pid] = st[2] * memlimit.PAGE
         assert len(notes) == 1 and sum(rss.values()) < 150 << 20  # one kill (the 120 MiB child) was enough
         assert sorted(rss.values())[-1] > 60 << 20  # the 60 MiB child lives on
