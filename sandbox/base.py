@@ -175,6 +175,7 @@ class Sandbox(ABC):
         self._private_socket_dir = False
         self._output_seq = 0
         self._monitors: dict[str, Any] = {}
+        self._broken: str | None = None
         self._host_notes: list[str] = []
 
     # ---- backend hooks -------------------------------------------------------------------------
@@ -297,6 +298,7 @@ class Sandbox(ABC):
         kc.load_connection_info(dict(info, ip=host_ip))
         kc.start_channels()
         self.kc = kc
+        self._broken = None
         self._monitors = {name: getattr(kc, f"{name}_channel").socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
                           for name in ("shell", "iopub")}
         while True:  # wait_for_ready, but notice a kernel that exits instead of answering
@@ -337,18 +339,21 @@ class Sandbox(ABC):
         return f"__import__('os').chdir({self._kernel_path(self.workspace)!r})"
 
     def _broken_channel(self) -> str | None:
-        """The channel whose connection dropped (an oversized or malformed message), if any."""
+        """The channel whose connection dropped (an oversized or malformed message), if any; sticky until
+        the next start (the client never reconnects)."""
         from zmq.utils.monitor import recv_monitor_message
 
-        for name, mon in getattr(self, "_monitors", {}).items():
-            try:
-                recv_monitor_message(mon, zmq.NOBLOCK)
-                return name
-            except zmq.Again:
-                continue
-            except Exception:  # noqa: BLE001 - a closed monitor: treat as broken
-                return name
-        return None
+        if self._broken is None:
+            for name, mon in self._monitors.items():
+                try:
+                    recv_monitor_message(mon, zmq.NOBLOCK)
+                    self._broken = name
+                except zmq.Again:
+                    continue
+                except Exception:  # noqa: BLE001 - a closed monitor: treat as broken
+                    self._broken = name
+                break
+        return self._broken
 
     def _wait_for_sockets(self, host_ip: str, deadline: float) -> None:
         """Wait until the fresh kernel has bound its five ipc sockets (real sockets, not links)."""
@@ -429,6 +434,9 @@ class Sandbox(ABC):
         note = None
         if not self._alive():  # died between cells (e.g. a background thread called os._exit)
             note = f"the kernel had died since the previous cell ({self._exit_reason()}); restarted before this cell"
+            self.restart()
+        elif self._broken_channel():
+            note = f"the kernel had broken its {self._broken} connection; restarted before this cell"
             self.restart()
         r = self._run(code, timeout or self.limits.cell_timeout_s, store_history=True, recover=True)
         if note:
@@ -537,6 +545,10 @@ class Sandbox(ABC):
             reply = self._wait_reply(msg_id)
         if reply is not None:
             self._use_reply(reply, res)
+        elif self._broken_channel():
+            return self._recover(res, out, err, t0, "error", (
+                f"the kernel broke its {self._broken} connection (a message over the {lim.message_bytes}-byte "
+                "limit, or a malformed one); the kernel was restarted"), recover)
         return self._finish(res, out, err, t0)
 
     def _died_soon(self, grace_s: float = 1.0) -> bool:

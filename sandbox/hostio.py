@@ -14,9 +14,9 @@ streams) reaches the host only through the helpers here, which are
 >>> as_text("x" * 50, 10)
 'xxxxxxxxxx\\n[... 40 characters cut ...]'
 >>> json_depth([1, [2, [3]], {"a": {"b": []}}])
-3
+4
 >>> t = TailBuffer(8); t.add(b"0123456789abc"); t.text()
-'6789abc'
+'56789abc'
 """
 
 from __future__ import annotations

@@ -382,7 +382,8 @@ def test_item12_result_size_limit_is_enforced_on_the_host(sb):
 
 
 def test_item12_200mb_result_does_not_reach_the_host(backend):
-    res = host_peak(backend, "__sandbox_take_result__.__defaults__ = (10 ** 12,)\n_result = 'x' * 200_000_000")
+    res = host_peak(backend, "__sandbox_take_result__.__defaults__ = (10 ** 12,)\n_result = 'x' * 200_000_000",
+                    limits=LIMITS)
     assert res["alive"], res
     assert res["peak_mb"] - res["base_mb"] < 150, res
 
