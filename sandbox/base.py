@@ -76,6 +76,33 @@ def __sandbox_take_result__(_limit=__LIMIT__):
     if len(text) > _limit:
         return _json.dumps({"__sandbox_error__": f"_result is {len(text)} bytes of JSON, over the {_limit} limit"})
     return text
+
+
+def __sandbox_cap_streams__(_cap=1 << 20):
+    # ipykernel sends stdout in batches every 0.2 s, however large: a fast print loop on a loaded machine
+    # makes one message bigger than the host accepts. Flush (waiting for the IO thread) past _cap instead.
+    import sys
+    cls = type(sys.stdout)
+    if getattr(cls, "_sandbox_capped", False) or not hasattr(cls, "_buffers"):
+        return
+    write = cls.write
+
+    def capped_write(self, string, _write=write):
+        n = _write(self, string)
+        try:
+            with self._buffer_lock:
+                size = sum(b.tell() for b in self._buffers.values())
+            if size > _cap:
+                self.flush()
+        except Exception:
+            pass
+        return n
+
+    cls.write = capped_write
+    cls._sandbox_capped = True
+
+
+__sandbox_cap_streams__()
 """
 
 
@@ -490,8 +517,9 @@ class Sandbox(ABC):
                                              f"the kernel died ({self._exit_reason()})", recover)
                     if broken:
                         return self._recover(res, out, err, t0, "error", (
-                            f"the kernel broke its {broken} connection (a message over the {lim.message_bytes}-byte "
-                            "limit, or a malformed one); the kernel was restarted"), recover)
+                            f"the kernel broke its {broken} connection: it sent a message over the "
+                            f"{lim.message_bytes}-byte limit (e.g. one huge print or display) or a malformed one; "
+                            "the kernel was restarted"), recover)
                     if reply is None:
                         reply = self._poll_reply(msg_id)
                         reply_at = time.monotonic()
