@@ -467,9 +467,6 @@ class LocalSandbox(Sandbox):
         if self._cgroup is not None:
             self._cgroup.remove()
             self._cgroup = None
-
-    def shutdown(self) -> None:
-        super().shutdown()
-        if self._conn_dir is not None:
+        if self._conn_dir is not None:  # a fresh one per launch
             remove_tree(self._conn_dir)
             self._conn_dir = None

@@ -103,16 +103,19 @@ def host_peak(backend: str, attack: str, limits: SandboxLimits = PEAK_LIMITS, ti
     ``{"status", "error_value", "alive", "base_mb", "peak_mb"}`` (peak RSS of the host process, MiB, at
     the start of the cell and over the whole attack)."""
     script = textwrap.dedent(f"""
-        import json, resource, sys, tempfile
+        import json, resource, shutil, sys, tempfile
         sys.path.insert(0, {str(REPO)!r})
         from sandbox import make_sandbox, SandboxLimits
         limits = SandboxLimits.model_validate_json({limits.model_dump_json()!r})
-        ws = tempfile.mkdtemp(prefix="peak-") + "/workspace"
-        with make_sandbox({backend!r}, workspace=ws, limits=limits) as sb:
-            base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            r = sb.execute({attack!r}, timeout={timeout / 2})
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            ok = sb.execute("1 + 1", timeout=60)
+        top = tempfile.mkdtemp(prefix="peak-")
+        try:
+            with make_sandbox({backend!r}, workspace=top + "/workspace", limits=limits) as sb:
+                base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                r = sb.execute({attack!r}, timeout={timeout / 2})
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                ok = sb.execute("1 + 1", timeout=60)
+        finally:
+            shutil.rmtree(top, ignore_errors=True)
         print(json.dumps({{"status": r.status, "error_value": (r.error_value or "")[:300], "stderr": r.stderr[-500:],
                            "alive": ok.result == "2", "base_mb": base / 1024, "peak_mb": peak / 1024}}))
     """)
