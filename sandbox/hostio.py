@@ -28,7 +28,6 @@ import os
 import stat
 import threading
 from collections import deque
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -203,33 +202,6 @@ def is_plain_file_beneath(root: str | os.PathLike, rel: str | os.PathLike) -> bo
         return True
     except UnsafePath:
         return False
-
-
-def walk(root: str | os.PathLike, max_entries: int = 1_000_000) -> Iterator[tuple[str, os.stat_result]]:
-    """Every entry under ``root`` (not ``root`` itself) as ``(path, lstat)``, links never followed, no recursion.
-
-    Entries whose path the OS refuses (longer than ``PATH_MAX``, vanished, unreadable) are skipped; the
-    walk stops after ``max_entries``.
-    """
-    stack, seen = [os.fspath(root)], 0
-    while stack:
-        d = stack.pop()
-        try:
-            it = os.scandir(d)
-        except OSError:
-            continue
-        with it:
-            for entry in it:
-                seen += 1
-                if seen > max_entries:
-                    return
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                yield entry.path, st
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(entry.path)
 
 
 def chown_tree(root: str | os.PathLike, uid: int, gid: int) -> None:
