@@ -163,7 +163,7 @@ def build_summary(run_dir: str | Path, view: RunView | None = None, figures: boo
     return s
 
 
-def read_run_file(run_dir: Path | None, rel: Any, max_bytes: int = MAX_FIGURE_BYTES) -> tuple[bytes | None, str]:
+def read_run_file(run_dir: Path | None, rel: object, max_bytes: int = MAX_FIGURE_BYTES) -> tuple[bytes | None, str]:
     """The bytes of a file the run logged (``rel`` under ``run_dir``), or ``(None, why)``.
 
     The sandboxed kernel could write there: no link is followed at any level, only a regular file of at

@@ -99,8 +99,8 @@ def test_item01_syscalls_a_kernel_never_needs_are_filtered(sb, backend):
 
 @needs_local
 def test_item02_hf_token_beside_the_hub_cache_is_never_bound(tmp_path, monkeypatch):
-    from agent.replay import default_sandbox
-    from agent.run import model_read_paths
+    from agent.config import KernelOptions
+    from agent.kernel import make_kernel, model_read_paths
 
     hf = tmp_path / "hf"
     model = hf / "hub" / "models--org--tiny" / "snapshots" / "abc"
@@ -115,7 +115,7 @@ def test_item02_hf_token_beside_the_hub_cache_is_never_bound(tmp_path, monkeypat
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     ro = model_read_paths("org/tiny")
     assert ro == [str((hf / "hub" / "models--org--tiny").resolve())]  # exactly the model's folder
-    with default_sandbox(tmp_path / "ws", [], False, "org/tiny") as box:
+    with make_kernel(tmp_path / "ws", [], KernelOptions(model="org/tiny")) as box:
         r = run(box, f"import os\nos.listdir({str(model)!r}), os.path.exists({str(hf / 'token')!r})")
         assert r.result == "(['config.json'], False)", r.summary()
         r = run(box, f"open({str(hf / 'token')!r}).read()")
