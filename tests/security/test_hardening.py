@@ -252,11 +252,8 @@ def test_item07_replay_verify_survives_a_failing_sandbox(tmp_path_factory):
     run_dir = recorded_run_dir(tmp_path_factory)
 
     class Broken:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            return False
+        def shutdown(self):
+            pass
 
         def execute(self, code, timeout=None):
             raise TypeError("the kernel sent something the host could not parse")
