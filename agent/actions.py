@@ -28,7 +28,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from tools import experiments as X
-from tools.components import Component, parse_components
+from tools.components import HEAD_PATTERN, PATTERN, Component, Kind, parse_components
 
 PromptSet = Literal["main", "heldout"]
 
@@ -41,9 +41,21 @@ def _check_component(v: str) -> str:
     return str(Component.parse(v))
 
 
-ComponentName = Annotated[str, AfterValidator(_check_component)]
-"""A component name in the project grammar (``L1H2``, ``MLP0``...), normalised."""
-ComponentList = Annotated[list[str], AfterValidator(_check_components)]
+def _check_head(v: str) -> str:
+    c = Component.parse(v)
+    if c.kind is not Kind.HEAD:
+        raise ValueError(f"{c} is not an attention head (L{{layer}}H{{head}}, e.g. L1H2)")
+    return str(c)
+
+
+ComponentName = Annotated[str, AfterValidator(_check_component), Field(json_schema_extra={"pattern": PATTERN})]
+"""A component name in the project grammar (``L1H2``, ``MLP0``...), normalised; its JSON schema has the pattern."""
+ComponentList = Annotated[list[ComponentName], AfterValidator(_check_components)]
+"""Component names, duplicates dropped."""
+HeadName = Annotated[str, AfterValidator(_check_head), Field(json_schema_extra={"pattern": HEAD_PATTERN})]
+"""An attention head's name (``L1H2``)."""
+HeadList = Annotated[list[HeadName], AfterValidator(_check_components)]
+COMPONENT_CHECKS = (_check_component, _check_components, _check_head)
 
 
 class _Tool(BaseModel):
@@ -55,6 +67,20 @@ class _Tool(BaseModel):
     def to_code(self) -> str | None:
         """The cell this tool runs, or ``None`` for tools that run no code."""
         return None
+
+    def components_named(self) -> list[str]:
+        """Every component the input names (fields typed :data:`ComponentName`, :data:`HeadName` or lists of them).
+
+        >>> PathPatch(sender="L0H1", receivers=["L1H0", "MLP1"]).components_named()
+        ['L0H1', 'L1H0', 'MLP1']
+        """
+        out: list[str] = []
+        for name, f in type(self).model_fields.items():
+            checks = [m for m in f.metadata if isinstance(m, AfterValidator) and m.func in COMPONENT_CHECKS]
+            value = getattr(self, name)
+            if checks and value is not None:
+                out += [value] if isinstance(value, str) else list(value)
+        return out
 
 
 def _args(*args: Any, **kwargs: Any) -> str:
@@ -196,7 +222,7 @@ class Attention(_Experiment):
 
     function: ClassVar[str] = "attention"
     result: ClassVar[type[BaseModel]] = X.AttentionResult
-    head: ComponentName
+    head: HeadName
     prompts: PromptSet = "main"
 
     def comment(self) -> str:
@@ -227,7 +253,7 @@ class HeadScores(_Experiment):
 
     function: ClassVar[str] = "head_profile"
     result: ClassVar[type[BaseModel]] = X.HeadProfileResult
-    heads: ComponentList = Field(min_length=1)
+    heads: HeadList = Field(min_length=1)
     seed: int = 0
 
     def comment(self) -> str:
@@ -297,6 +323,51 @@ class Finish(_Tool):
     summary: str = ""
 
 
+class Cluster(BaseModel):
+    """One group of components that do the same thing for the task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=80, description="A short role label for the group, e.g. 'name mover'.")
+    components: ComponentList = Field(min_length=1, description="The group's members, e.g. ['L9H9', 'L9H6'].")
+    explanation: str = Field(min_length=1, max_length=2000,
+                             description="What the members have in common, in task terms, with the evidence.")
+
+
+class GroupComponents(_Tool):
+    """Group the concluded components by what they do for the task: components whose roles are the same
+    function (even when their labels are worded differently) go in one group, components with different
+    functions in different groups. Every component goes in exactly one group."""
+
+    clusters: list[Cluster] = Field(min_length=1)
+
+    def problems(self, members: list[str]) -> list[str]:
+        """What makes this grouping unusable for ``members`` (empty: usable).
+
+        >>> GroupComponents(clusters=[Cluster(name="a", components=["L1H0"], explanation="x")]).problems(
+        ...     ["L1H0", "L0H1"])
+        ['L0H1 is in no group']
+        """
+        out: list[str] = []
+        seen: dict[str, str] = {}
+        names: set[str] = set()
+        for cl in self.clusters:
+            if cl.name.strip().lower() in names:
+                out.append(f"two groups are named {cl.name!r}: give each group its own name")
+            names.add(cl.name.strip().lower())
+            for c in cl.components:
+                if c not in members:
+                    out.append(f"{c} is not one of the concluded components ({', '.join(members)})")
+                elif c in seen:
+                    out.append(f"{c} is in two groups ({seen[c]!r} and {cl.name!r})")
+                seen.setdefault(c, cl.name)
+        out += [f"{c} is in no group" for c in members if c not in seen]
+        return out
+
+
+CLUSTER_TOOL = "group_components"
+"""The one tool of the clustering call (not a component tool: it is not in :data:`TOOLS`)."""
+
 TOOLS: dict[str, type[_Tool]] = {
     "run_code": RunCode,
     "ablate": Ablate,
@@ -319,15 +390,29 @@ EXPERIMENT_TOOLS = frozenset(n for n, t in TOOLS.items() if t is RunCode or issu
 """Tools that run a code cell in the sandbox."""
 
 
+def describe(model: type[BaseModel]) -> str:
+    """A tool's description for the model: its whole docstring as plain text (no reStructuredText markup).
+
+    >>> describe(RedundancyCheck).endswith("(tools.experiments.redundancy).")
+    True
+    """
+    from agent.llm.text import plain
+
+    return plain(model.__doc__ or model.__name__)
+
+
 def tool_specs() -> list:
     """The :class:`agent.llm.ToolSpec` list sent to every planner (built from the models above)."""
     from agent.llm import ToolSpec
 
-    out = []
-    for name, model in TOOLS.items():
-        doc = (model.__doc__ or name).strip().splitlines()[0]
-        out.append(ToolSpec.from_model(name, doc, model))
-    return out
+    return [ToolSpec.from_model(name, describe(model), model) for name, model in TOOLS.items()]
+
+
+def cluster_spec() -> Any:
+    """The :class:`agent.llm.ToolSpec` of :data:`CLUSTER_TOOL`."""
+    from agent.llm import ToolSpec
+
+    return ToolSpec.from_model(CLUSTER_TOOL, describe(GroupComponents), GroupComponents)
 
 
 def input_schema(name: str) -> dict:

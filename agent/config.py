@@ -68,6 +68,11 @@ class RunConfig(BaseModel):
     """Run directory whose LLM turns the ``replay`` planner feeds back."""
     llm_model: str | None = None
     """Claude model id (``claude`` planner); None for the backend's default."""
+    llm_max_tokens: int = Field(16000, ge=1)
+    """Output tokens per Claude call, thinking included (adaptive thinking is on by default on Claude 5
+    models: leave it room)."""
+    llm_stream: bool = False
+    """Stream Claude's responses (server-sent events; needed for a very large ``llm_max_tokens``)."""
     budget: Budget = Field(default_factory=Budget)
     n_prompts: int = Field(32, ge=2)
     """Prompts in the main batch and in the held-out batch."""

@@ -98,7 +98,12 @@ def check_cell(circuit: list[str] | None) -> str:
 
 
 def check_setup(sb: Any, circuit: list[str] | None = None, timeout_s: float = 120) -> str | None:
-    """Run :func:`check_cell` in a started sandbox; return the model's fingerprint.
+    """Run :func:`check_cell` in a started sandbox; return the model's fingerprint (see :func:`model_check`)."""
+    return model_check(sb, circuit, timeout_s).fingerprint
+
+
+def model_check(sb: Any, circuit: list[str] | None = None, timeout_s: float = 120) -> ModelCheck:
+    """Run :func:`check_cell` in a started sandbox; return the model's fingerprint and shape.
 
     Raises :class:`KernelError` (one line; the kernel's traceback stays in the sandbox) when the setup
     cells failed to load the model or task, or when ``circuit`` names components the model lacks.
@@ -118,7 +123,7 @@ def check_setup(sb: Any, circuit: list[str] | None = None, timeout_s: float = 12
         raise KernelError(f"--circuit names components this model lacks: {'; '.join(info.bad)}",
                           fix=f"the model has {info.n_layers} layers x {info.n_heads} heads "
                               "(layers and heads count from 0)")
-    return info.fingerprint
+    return info
 
 
 def model_read_paths(model: str | None) -> list[str]:

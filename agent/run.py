@@ -8,11 +8,20 @@ A run lives in ``<runs>/<run_id>/``: ``events.jsonl`` (the log, the source of tr
   the sandbox (setup cells load the model and the task's main and held-out prompts; see
   :mod:`agent.kernel`), logs ``run_started`` with the whole config (incl. the setup cells), and drives
   the graph.
+* With the ``claude`` planner, one free request checks the API key and the model id before any work
+  (:meth:`agent.llm.claude.ClaudeBackend.check`), at start and at resume.
+* An LLM failure that survives the backend's retries **pauses** the run: the node logs an ``error`` event
+  and raises :class:`~agent.state.RunPaused`; the outcome is ``interrupted`` with the reason, nothing is
+  marked inconclusive, and ``resume`` continues from that node.
 * :func:`resume_run` reopens the log (a torn last line is cut), reads the last checkpoint, and
   continues the graph from it; events logged after that checkpoint are replayed by the
   :class:`~agent.state.Journal`, never logged twice. The fresh kernel re-runs (unlogged) the unfinished
   component's ``run_code`` cells so state the planner built exists again. A run still being written
-  (its ``run.lock`` held, :mod:`agent.lock`) is refused; a finished run is left as is.
+  (its ``run.lock`` held, :mod:`agent.lock`) is refused; a completed run is left as is. ``budget=`` (the
+  CLI's budget options) changes the run's budget from now on (a ``run_resumed`` event records it); a run
+  that *finished* on a run-wide budget limit is reopened with the larger budget: the graph forks from the
+  checkpoint where the limit stopped the first component, that component's conversation goes on, the
+  components after it are investigated, and the run clusters and reports again.
 * :func:`replay_run` re-runs a logged run with the ``replay`` planner into a new run directory.
 * :func:`run_status` is the run's :class:`~agent.view.RunView` status (the log only).
 
@@ -31,17 +40,18 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agent.actions import tool_specs
+from agent.actions import CLUSTER_TOOL, tool_specs
+from agent.budget import Budget, BudgetUsage, exceeded
 from agent.config import Planner, RunConfig
 from agent.framing import Framing, frame_question
 from agent.graph import build_graph
-from agent.kernel import SandboxFactory, check_setup, default_sandbox_factory, setup_cells
+from agent.kernel import SandboxFactory, default_sandbox_factory, model_check, setup_cells
 from agent.lock import run_lock
-from agent.log import RunLog, RunStartedEvent, collect_versions, new_run_id
+from agent.log import RunLog, RunResumedEvent, RunStartedEvent, collect_versions, new_run_id, read_events
 from agent.paths import resolve_run, runs_dir
 from agent.planners.prompts import SYSTEM_PROMPT
 from agent.report import write_summary_report
-from agent.state import Journal, RunContext
+from agent.state import Journal, RunContext, RunPaused
 from agent.view import RunView
 from tools.components import parse_components
 from tools.errors import InterpAgentError
@@ -63,14 +73,31 @@ def make_backend(cfg: RunConfig) -> Any:
 
         return OfflineBackend()
     if cfg.planner == Planner.CLAUDE:
-        from agent.llm.claude import ClaudeBackend
+        from agent.llm.claude import DEFAULT_MODEL, ClaudeBackend
 
-        return ClaudeBackend(cfg.llm_model) if cfg.llm_model else ClaudeBackend()
+        return ClaudeBackend(cfg.llm_model or DEFAULT_MODEL, max_tokens=cfg.llm_max_tokens, stream=cfg.llm_stream)
     if not cfg.replay_from:
         raise RunError("the replay planner needs a run to replay", fix="pass --replay-from RUN_DIR")
     from agent.planners.replay import ReplayBackend
 
     return ReplayBackend(resolve_run(cfg.replay_from))
+
+
+def check_backend(backend: Any) -> None:
+    """The backend's start-up check, when it has one (Claude: one free request proving the key and model)."""
+    check = getattr(backend, "check", None)
+    if callable(check):
+        check()
+
+
+def cluster_with_llm(cfg: RunConfig) -> bool:
+    """Whether the run asks its planner to cluster: ``claude``, or a replay of a run whose log has that call."""
+    if cfg.planner == Planner.CLAUDE:
+        return True
+    if cfg.planner == Planner.REPLAY and cfg.replay_from:
+        return any(e.kind == "llm_request" and e.component is None and CLUSTER_TOOL in e.tools
+                   for e in read_events(resolve_run(cfg.replay_from)))
+    return False
 
 
 class RunOutcome(BaseModel):
@@ -79,6 +106,9 @@ class RunOutcome(BaseModel):
     run_id: str
     run_dir: str
     status: str | None
+    """``completed`` | ``budget`` | ``error`` | ``interrupted`` (paused: ``resume`` continues it)."""
+    reason: str | None = None
+    """Why the run did not complete (the API failure that paused it, the limit that stopped it...)."""
     report: str | None
     conclusions: dict[str, dict[str, Any]] = {}
     clusters: list[dict[str, Any]] = []
@@ -88,20 +118,26 @@ def _graph_config(run_id: str) -> dict[str, Any]:
     return {"configurable": {"thread_id": run_id}, "recursion_limit": 100_000}
 
 
-def _drive(run_dir: Path, run_id: str, ctx: RunContext, inputs: dict[str, Any] | None) -> dict[str, Any]:
+def _drive(run_dir: Path, run_id: str, ctx: RunContext, inputs: dict[str, Any] | None,
+           config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the graph to its end, or until a node pauses the run (then ``status: interrupted`` and ``reason``)."""
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     with closing(sqlite3.connect(str(run_dir / CHECKPOINTS), check_same_thread=False)) as conn:
         graph = build_graph(SqliteSaver(conn))
         try:
-            return graph.invoke(inputs, _graph_config(run_id), context=ctx, durability="sync")
+            return graph.invoke(inputs, config or _graph_config(run_id), context=ctx, durability="sync")
+        except RunPaused as e:
+            values = dict(graph.get_state(_graph_config(run_id)).values or {})
+            return {**values, "status": "interrupted", "reason": e.what, "report_path": None}
         finally:
             ctx.close()
 
 
 def _context(log: RunLog, cfg: RunConfig, setup: list[str], committed: int | None, factory: SandboxFactory,
              on_progress: Callable[[dict[str, Any]], None] | None, sandbox: Any = None,
-             wall_base_s: float = 0.0, backend: Any = None, warmup: list[str] | None = None) -> RunContext:
+             wall_base_s: float = 0.0, backend: Any = None, warmup: list[str] | None = None,
+             model_shape: tuple[int, int] | None = None) -> RunContext:
     workspace = log.run_dir / "workspace"
     workspace.mkdir(parents=True, exist_ok=True)
 
@@ -114,7 +150,8 @@ def _context(log: RunLog, cfg: RunConfig, setup: list[str], committed: int | Non
     ctx = RunContext(journal=Journal(log, committed), backend=backend or make_backend(cfg),
                      sandbox_factory=start, budget=cfg.budget, system_prompt=SYSTEM_PROMPT, tool_specs=tool_specs(),
                      threshold=cfg.threshold, max_components=cfg.max_components, cell_timeout_s=cfg.cell_timeout_s,
-                     wall_base_s=wall_base_s, on_progress=on_progress)
+                     model_shape=model_shape, cluster_with_llm=cluster_with_llm(cfg), wall_base_s=wall_base_s,
+                     on_progress=on_progress)
     ctx._sandbox = sandbox
     return ctx
 
@@ -127,6 +164,7 @@ def start_run(cfg: RunConfig, *, sandbox_factory: SandboxFactory | None = None,
         cfg = cfg.model_copy(update={"circuit": [str(c) for c in parse_components(cfg.circuit)]})
     fr = frame_question(cfg.question, task=cfg.task, model=cfg.model)
     backend = make_backend(cfg)
+    check_backend(backend)  # a wrong key or model id fails here, before the sandbox starts
     run_id = run_id or new_run_id()
     run_dir = runs_dir(cfg.out) / run_id
     if (run_dir / "events.jsonl").exists():
@@ -148,21 +186,22 @@ def _start_locked(cfg: RunConfig, fr: Framing, backend: Any, run_id: str, run_di
     workspace.mkdir(parents=True, exist_ok=True)
     sb = factory(workspace, setup, cfg.kernel.model_copy(update={"model": fr.model}))
     try:
-        fingerprint = check_setup(sb, cfg.circuit)
+        info = model_check(sb, cfg.circuit)
         log = RunLog(run_dir)
         log.append(RunStartedEvent(
-            run_id=run_id, question=cfg.question, task=fr.task, model=fr.model, model_fingerprint=fingerprint,
+            run_id=run_id, question=cfg.question, task=fr.task, model=fr.model, model_fingerprint=info.fingerprint,
             planner=cfg.planner, llm_model=getattr(backend, "model", None) if cfg.planner == Planner.CLAUDE else None,
             seed=cfg.seed, circuit=cfg.circuit,
             config={"run": cfg.model_dump(mode="json"), "framing": fr.model_dump(), "setup_cells": setup,
-                    "n_prompts": cfg.n_prompts},
+                    "n_prompts": cfg.n_prompts, "model_shape": [info.n_layers, info.n_heads]},
             versions=collect_versions(), isolation=str(getattr(sb, "isolation", "unknown"))))
     except BaseException:
         sb.shutdown()
         raise
     if on_started is not None:
         on_started(run_dir)
-    ctx = _context(log, cfg, setup, None, factory, on_progress, sandbox=sb, backend=backend)
+    ctx = _context(log, cfg, setup, None, factory, on_progress, sandbox=sb, backend=backend,
+                   model_shape=(info.n_layers, info.n_heads))
     inputs = {"question": cfg.question, "task": fr.task, "model": fr.model, "circuit": cfg.circuit,
               "frame": fr.model_dump(), "log_seq": log.next_seq}
     state = _drive(run_dir, run_id, ctx, inputs)
@@ -170,20 +209,39 @@ def _start_locked(cfg: RunConfig, fr: Framing, backend: Any, run_id: str, run_di
 
 
 def _outcome(run_dir: Path, run_id: str, state: dict[str, Any]) -> RunOutcome:
-    return RunOutcome(run_id=run_id, run_dir=str(run_dir), status=state.get("status"),
+    status = state.get("status")
+    reason = state.get("reason") or state.get("failure")
+    if status == "budget" and not reason:
+        reason = f"the {state.get('run_limit')} budget was reached"
+    return RunOutcome(run_id=run_id, run_dir=str(run_dir), status=status, reason=reason,
                       report=state.get("report_path"), conclusions=state.get("conclusions") or {},
                       clusters=state.get("clusters") or [])
 
 
 def resume_run(run: str | Path, *, out: str | Path | None = None, sandbox_factory: SandboxFactory | None = None,
-               on_progress: Callable[[dict[str, Any]], None] | None = None) -> RunOutcome:
-    """Continue a run from its last checkpoint (no event lost or duplicated); a finished run is left as is."""
+               on_progress: Callable[[dict[str, Any]], None] | None = None,
+               budget: dict[str, Any] | None = None) -> RunOutcome:
+    """Continue a run from its last checkpoint (no event lost or duplicated); a completed run is left as is.
+
+    ``budget``: budget fields to change (``{"max_usd": 5.0}``...): the run goes on under the new budget, and a
+    run that finished on a run-wide budget limit is reopened (see the module docstring).
+    """
     run_dir = resolve_run(run, out)
     with run_lock(run_dir):
-        return _resume_locked(run_dir, sandbox_factory, on_progress)
+        return _resume_locked(run_dir, sandbox_factory, on_progress, budget or {})
 
 
-def _resume_locked(run_dir: Path, sandbox_factory: SandboxFactory | None, on_progress: Any) -> RunOutcome:
+class _Resume(BaseModel):
+    """How a resume continues: from the last checkpoint, or from a fork of it (a reopened budget stop)."""
+
+    committed: int
+    wall_s: float
+    inputs: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+
+
+def _resume_locked(run_dir: Path, sandbox_factory: SandboxFactory | None, on_progress: Any,
+                   budget_update: dict[str, Any]) -> RunOutcome:
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     log = RunLog.open_existing(run_dir)
@@ -192,29 +250,84 @@ def _resume_locked(run_dir: Path, sandbox_factory: SandboxFactory | None, on_pro
     started = view.started
     if started is None:
         raise RunError(f"{run_dir} has no run_started event", fix="start a new run with interp-agent investigate")
-    if view.finished is not None:
+    old_budget = view.budget()
+    new_budget = Budget(**{**old_budget.model_dump(), **budget_update})
+    reopen = view.finished is not None and view.finished.status == "budget" and new_budget != old_budget
+    if view.finished is not None and not reopen:
         if not (run_dir / "report.md").exists():
             write_summary_report(run_dir)
-        return RunOutcome(run_id=started.run_id, run_dir=str(run_dir), status=view.finished.status,
+        reason = None
+        if view.finished.status == "budget":
+            hit = next((e.limit_hit for e in reversed(events) if e.kind == "budget" and e.component is None
+                        and e.limit_hit), None)
+            reason = f"the {hit or 'run-wide'} budget was reached"
+        return RunOutcome(run_id=started.run_id, run_dir=str(run_dir), status=view.finished.status, reason=reason,
                           report=str(run_dir / "report.md"),
                           conclusions={c: e.model_dump() for c, e in view.conclusions.items()},
                           clusters=[e.model_dump() for e in view.clusters.values()])
-    cfg = RunConfig(**started.config["run"]).model_copy(update={"model": started.model})
+    cfg = RunConfig(**started.config["run"]).model_copy(update={"model": started.model, "budget": new_budget})
+    if reopen:
+        spent = exceeded(new_budget, BudgetUsage(tool_calls=view.usage.tool_calls, input_tokens=view.usage.input_tokens,
+                                                 output_tokens=view.usage.output_tokens, usd=view.usage.usd,
+                                                 wall_s=view.usage.wall_s or 0.0))
+        if spent is not None and spent.run_wide:
+            raise RunError(f"the run has already used its new {spent} budget ({_used(view, spent)})",
+                           fix="give a larger limit than what the run used (interp-agent status RUN shows it)")
+    backend = make_backend(cfg)
+    check_backend(backend)
     setup = list(started.config.get("setup_cells") or [])
     with closing(sqlite3.connect(str(run_dir / CHECKPOINTS), check_same_thread=False)) as conn:
-        snap = build_graph(SqliteSaver(conn)).get_state(_graph_config(started.run_id))
-    values = dict(snap.values or {})
-    has_checkpoint = bool(values) and bool(snap.next)
-    committed = int(values.get("log_seq", 1)) if has_checkpoint else 1
-    wall = float((values.get("usage") or {}).get("wall_s", 0.0)) if has_checkpoint else 0.0
-    ctx = _context(log, cfg, setup, committed, sandbox_factory or default_sandbox_factory, on_progress,
-                   wall_base_s=wall, warmup=warmup_cells(events))
-    fr = started.config.get("framing") or {}
-    inputs = None if has_checkpoint else {
-        "question": started.question, "task": started.task, "model": started.model, "circuit": started.circuit,
-        "frame": fr, "log_seq": 1}
-    state = _drive(run_dir, started.run_id, ctx, inputs)
+        graph = build_graph(SqliteSaver(conn))
+        how = _reopen(graph, started.run_id, len(events) + 1) if reopen else _continue(graph, started, view)
+    shape = started.config.get("model_shape")
+    ctx = _context(log, cfg, setup, how.committed, sandbox_factory or default_sandbox_factory, on_progress,
+                   wall_base_s=how.wall_s, backend=backend, warmup=[] if reopen else warmup_cells(events),
+                   model_shape=tuple(shape) if shape else None)
+    if new_budget != old_budget:
+        changed = {k: v for k, v in new_budget.model_dump().items() if v != getattr(old_budget, k)}
+        log.append(RunResumedEvent(budget=new_budget.model_dump(mode="json"), reopened=reopen, reason=(
+            ("reopened after its budget stop; " if reopen else "") + "new budget: " +
+            ", ".join(f"{k}={v}" for k, v in changed.items()))))
+    state = _drive(run_dir, started.run_id, ctx, how.inputs, how.config)
     return _outcome(run_dir, started.run_id, state)
+
+
+def _continue(graph: Any, started: RunStartedEvent, view: RunView) -> _Resume:
+    """Resume from the last checkpoint (or from the start when the run died before the first one)."""
+    snap = graph.get_state(_graph_config(started.run_id))
+    values = dict(snap.values or {})
+    if values and snap.next:
+        return _Resume(committed=int(values.get("log_seq", 1)),
+                       wall_s=float((values.get("usage") or {}).get("wall_s", 0.0)))
+    fr = started.config.get("framing") or {}
+    return _Resume(committed=1, wall_s=0.0, inputs={
+        "question": started.question, "task": started.task, "model": started.model, "circuit": started.circuit,
+        "frame": fr, "log_seq": 1})
+
+
+def _reopen(graph: Any, run_id: str, committed: int) -> _Resume:
+    """Fork the graph at the checkpoint where a run-wide limit first ended a component, limit cleared, so
+    that component's conversation goes on and the components after it are investigated again.
+    ``committed``: the log's length once the ``run_resumed`` event is appended (everything logged stays)."""
+    config = _graph_config(run_id)
+    stopped = None
+    for snap in graph.get_state_history(config):  # newest first: keep the oldest match
+        if tuple(snap.next) == ("end_component",) and (snap.values or {}).get("run_limit"):
+            stopped = snap
+    final = graph.get_state(config)
+    if stopped is None or not final.values:
+        raise RunError("cannot find the checkpoint where the budget stopped this run (checkpoints.sqlite is "
+                       "missing or from another version)", fix="start a new run with the larger budget")
+    wall = float((final.values.get("usage") or {}).get("wall_s", 0.0))
+    fork = graph.update_state(stopped.config, {"run_limit": None, "limit_hit": None, "concluded": False,
+                                               "log_seq": committed}, as_node="step")
+    return _Resume(committed=committed, wall_s=wall, config={**fork, "recursion_limit": config["recursion_limit"]})
+
+
+def _used(view: RunView, limit: Any) -> str:
+    u = view.usage
+    return {"tool_calls": f"{u.tool_calls} tool calls", "tokens": f"{u.tokens} tokens", "usd": f"${u.usd:.4f}",
+            "wall_s": f"{u.wall_s or 0:.0f} s"}.get(str(limit), str(limit))
 
 
 def warmup_cells(events: list[Any]) -> list[str]:
@@ -243,12 +356,13 @@ def replay_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
     Returns the new run directory (under ``out_dir``, default beside the original).
     """
     run_dir = resolve_run(run_dir)
-    started = RunView.from_run(run_dir).started
+    view = RunView.from_run(run_dir)
+    started = view.started
     if started is None:
         raise RunError(f"{run_dir} has no run_started event", fix="replay a run made by interp-agent investigate")
     cfg = RunConfig(**started.config["run"]).model_copy(update={
         "planner": Planner.REPLAY, "replay_from": str(run_dir), "out": str(out_dir or run_dir.parent),
-        "task": started.task, "model": started.model})
+        "task": started.task, "model": started.model, "budget": view.budget()})
     out = start_run(cfg, sandbox_factory=sandbox_factory)
     return Path(out.run_dir)
 

@@ -35,6 +35,16 @@ from typing import Annotated, Any, TypedDict
 
 from agent.budget import Budget
 from agent.log import ErrorEvent, RunLog
+from tools.errors import InterpAgentError
+
+TRANSPARENT_KINDS = frozenset({"run_resumed"})
+"""Events the runner (not a node) appends: a journal replaying a node's events passes over them."""
+
+
+class RunPaused(InterpAgentError):
+    """The run cannot go on now but can later (the LLM API failed after its retries): the node that met it
+    logged an ``error`` event and raised this; the runner stops with status ``interrupted`` and ``resume``
+    re-runs that node."""
 
 
 def _merge(a: dict | None, b: dict | None) -> dict:
@@ -68,6 +78,8 @@ class ResearchState(TypedDict, total=False):
     """:class:`agent.budget.BudgetUsage` as a dict (``steps`` counts the current component)."""
     concluded: bool
     """The current component got a conclusion (or the planner finished it)."""
+    nudged: bool
+    """The current component's planner was reminded once to conclude (it ended a turn without a tool call)."""
     limit_hit: str | None
     """A budget limit that stopped the current component (``component_steps``) or the run."""
     run_limit: str | None
@@ -99,7 +111,8 @@ class Journal:
     def __init__(self, log: RunLog, committed: int | None = None) -> None:
         self.log = log
         events = log.events()
-        self._pending = list(events[committed:]) if committed is not None else []
+        self._pending = [e for e in events[committed:] if e.kind not in TRANSPARENT_KINDS] \
+            if committed is not None else []
         self.diverged = False
 
     @property
@@ -110,12 +123,20 @@ class Journal:
     @property
     def position(self) -> int:
         """The seq the journal is at (events handed out or appended so far)."""
-        return len(self.log) - len(self._pending)
+        return self._pending[0].seq if self._pending else len(self.log)
 
     def peek(self, kind: str) -> Any | None:
         """The next pending event if it is of ``kind`` (to reuse an LLM response or a cell's result)."""
         if self._pending and self._pending[0].kind == kind:
             return self._pending[0]
+        return None
+
+    def skip(self, kind: str, where: Callable[[Any], bool] = lambda e: True) -> Any | None:
+        """Pass over the next pending event if it is of ``kind`` and ``where(event)`` (e.g. the API failure that
+        paused the run, when the resumed node asks again); return it, else None."""
+        nxt = self.peek(kind)
+        if nxt is not None and where(nxt):
+            return self._pending.pop(0)
         return None
 
     def emit(self, event: Any, same: Callable[[Any, Any], bool] | None = None) -> Any:
@@ -158,6 +179,11 @@ class RunContext:
     max_components: int = 8
     """Localisation keeps at most this many components (largest effects first)."""
     cell_timeout_s: float = 120.0
+    model_shape: tuple[int, int] | None = None
+    """``(n_layers, n_heads)`` of the model under study (tool inputs naming other components are refused);
+    None when unknown (a run logged before the shape was recorded)."""
+    cluster_with_llm: bool = False
+    """Ask the planner to group the concluded components (``claude``, or a replay of a run that did)."""
     wall_base_s: float = 0.0
     """Active seconds spent before this process (re)started the run."""
     t0: float = field(default_factory=time.monotonic)
@@ -172,6 +198,16 @@ class RunContext:
     def wall_s(self) -> float:
         """Active seconds of the run so far (pauses between a kill and its resume excluded)."""
         return self.wall_base_s + (time.monotonic() - self.t0)
+
+    def wall_left(self) -> float | None:
+        """Seconds left of the run's ``max_wall_s`` budget (None: no wall budget)."""
+        if self.budget.max_wall_s is None:
+            return None
+        return max(0.0, self.budget.max_wall_s - self.wall_s())
+
+    def text_roots(self) -> dict[str, str]:
+        """Host folders the model is told about by tag (see :func:`agent.llm.text.scrub_paths`)."""
+        return {str(self.log.run_dir.resolve()): "<run>", str(self.log.run_dir): "<run>"}
 
     def sandbox(self) -> Any:
         """The sandbox, started on first use."""

@@ -26,13 +26,17 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agent.actions import parse_result
+from agent.budget import Budget
 from agent.lock import is_running
 from agent.log import (
     ClusterEvent,
+    ComponentsEvent,
     ConclusionEvent,
+    ErrorEvent,
     EvaluationEvent,
     HypothesisEvent,
     RunFinishedEvent,
+    RunResumedEvent,
     RunStartedEvent,
     read_events,
 )
@@ -101,7 +105,12 @@ class RunView(BaseModel):
     """Another process holds the run's lock (it is being written now)."""
     n_events: int = 0
     components: list[str] = Field(default_factory=list)
-    """The ``--circuit`` components, then every other component the log mentions, in order."""
+    """The ``--circuit`` components or the localisation's (its ``components`` event), then every other
+    component the log mentions, in order."""
+    resumes: list[RunResumedEvent] = Field(default_factory=list)
+    """Every ``run_resumed`` event (a budget changed by ``resume``), in order."""
+    reason: str | None = None
+    """Why an unfinished run stopped, when the log says: the LLM failure that paused it."""
     conclusions: dict[str, ConclusionEvent] = Field(default_factory=dict)
     """Component → its latest conclusion."""
     hypotheses: list[HypothesisEvent] = Field(default_factory=list)
@@ -123,23 +132,34 @@ class RunView(BaseModel):
     @classmethod
     def from_events(cls, events: list[Any], run_dir: str | Path, running: bool = False) -> RunView:
         started = next((e for e in events if isinstance(e, RunStartedEvent)), None)
-        finished = next((e for e in reversed(events) if isinstance(e, RunFinishedEvent)), None)
+        # a run reopened by `resume` (after a budget stop) clusters and finishes again: only what follows count
+        reopened = next((e.seq for e in reversed(events) if isinstance(e, RunResumedEvent) and e.reopened), -1)
+        finished = next((e for e in reversed(events) if isinstance(e, RunFinishedEvent) and e.seq > reopened), None)
+        listed = next((e for e in reversed(events) if isinstance(e, ComponentsEvent)), None)
         comps = list(started.circuit or []) if started else []
+        for c in (listed.components if listed else []):
+            if c not in comps:
+                comps.append(c)
         for e in events:
             c = getattr(e, "component", None)
             if c and c not in comps:
                 comps.append(c)
         concl = {e.component: e for e in events if isinstance(e, ConclusionEvent)}
         current = None
+        reason = None
         if finished is None:
             current = next((e.component for e in reversed(events) if getattr(e, "component", None)
                             and e.component not in concl), None)
+            last = next((e for e in reversed(events) if e.kind not in ("llm_request", "run_resumed")), None)
+            if isinstance(last, ErrorEvent) and last.where.startswith("llm."):
+                reason = last.message
         return cls(run_id=started.run_id if started else Path(run_dir).name, run_dir=str(run_dir), started=started,
                    finished=finished, running=running, n_events=len(events), components=comps, conclusions=concl,
                    hypotheses=[e for e in events if isinstance(e, HypothesisEvent)],
-                   clusters={e.name: e for e in events if isinstance(e, ClusterEvent)}, cells=_cells(events),
-                   usage=_usage(events), evaluations=[e for e in events if isinstance(e, EvaluationEvent)],
-                   current=current)
+                   clusters={e.name: e for e in events if isinstance(e, ClusterEvent) and e.seq > reopened},
+                   cells=_cells(events), usage=_usage(events),
+                   evaluations=[e for e in events if isinstance(e, EvaluationEvent)], current=current,
+                   resumes=[e for e in events if isinstance(e, RunResumedEvent)], reason=reason)
 
     # ------------------------------------------------------------------------------------------ derived
 
@@ -153,6 +173,13 @@ class RunView(BaseModel):
     @property
     def pending(self) -> list[str]:
         return [c for c in self.components if c not in self.conclusions]
+
+    def budget(self) -> Budget:
+        """The run's budget now: ``run_started``'s, as changed by the last ``resume`` with budget options."""
+        if self.resumes:
+            return Budget(**self.resumes[-1].budget)
+        raw = ((self.started.config or {}).get("run") or {}).get("budget") if self.started else None
+        return Budget(**raw) if raw else Budget()
 
     def latest_hypotheses(self) -> dict[str, HypothesisEvent]:
         """Hypothesis id → its latest event, in order of first proposal."""
@@ -190,7 +217,7 @@ class RunView(BaseModel):
             "run_id": self.run_id, "run_dir": self.run_dir,
             "question": st.question if st else None, "task": st.task if st else None,
             "model": st.model if st else None, "planner": st.planner if st else None,
-            "state": self.state, "events": self.n_events,
+            "state": self.state, "reason": self.reason, "events": self.n_events,
             "components": {c: (self.conclusions[c].role if c in self.conclusions else "pending")
                            for c in self.components},
             "done": len(self.components) - len(self.pending), "pending": self.pending, "current": self.current,

@@ -16,14 +16,30 @@ Use the ``fake_anthropic`` fixture (import it into a conftest)::
         assert fake_anthropic.requests[1].body["messages"][-1]["content"][0]["type"] == "tool_result"
 
 The SDK sends ``Authorization: Bearer <key>`` (anthropic 2.12) or ``x-api-key``; the fake accepts
-either and records both, insisting on neither. Streaming requests (``"stream": true``) are answered
-as server-sent events with the same content.
+either and records both, insisting on neither (``fake.valid_keys = {...}`` makes every other key a 401
+``authentication_error``). Streaming requests (``"stream": true``) are answered as server-sent events
+with the same content. ``GET /v1/models/{id}`` answers like the Models API: the model's info for the ids in
+:data:`KNOWN_MODELS`, else 404 ``not_found_error`` (the backend's start-up check).
+
+**The real API's validation rules.** Before taking a script item, every ``POST /v1/messages`` is checked
+by :func:`check_request` against the rules of the real service, and a request it would reject gets the
+same 400 ``invalid_request_error`` (recorded in ``fake.rejected``; no script item is used): messages
+that are empty (no content, an empty or whitespace-only text block) except the optional final assistant
+message; roles that do not alternate user / assistant starting with user; a ``tool_use`` not answered by
+a ``tool_result`` (placed first) in the very next user message, a ``tool_result`` answering no
+``tool_use`` of the previous assistant message, duplicate ids; ``temperature`` / ``top_p`` / ``top_k``
+on a 5-generation model (Sonnet 5+ reject non-default sampling parameters); ``tool_choice`` ``any`` or
+``tool`` on ``claude-sonnet-5-5`` (forced tool use errors there); more than 4 ``cache_control``
+breakpoints; tools without a valid name or an object ``input_schema``; a missing ``model`` or a
+``max_tokens`` that is not a positive integer. So the agent's loop cannot send a request the real
+service would refuse without a test failing on it.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -34,6 +50,10 @@ from typing import Any
 import pytest
 
 _ids = itertools.count(1)
+
+KNOWN_MODELS = ("claude-sonnet-5-5", "claude-opus-5-5", "claude-fable-5-1", "claude-sonnet-5", "claude-opus-5",
+                "claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-5")
+"""Model ids ``GET /v1/models/{id}`` knows (others: 404)."""
 
 
 # ---------------------------------------------------------------------------------------------- script items
@@ -103,6 +123,111 @@ def overloaded() -> dict[str, Any]:
     return api_error(529, "overloaded_error", "Overloaded")
 
 
+# ---------------------------------------------------------------------------------------------- validation
+
+_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_GEN5 = re.compile(r"^claude-(sonnet|opus|fable|haiku)-5")
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    return content if isinstance(content, list) else ([{"type": "text", "text": content}] if isinstance(content, str)
+                                                      else [])
+
+
+def _count_cache_control(x: Any) -> int:
+    if isinstance(x, dict):
+        return int("cache_control" in x) + sum(_count_cache_control(v) for k, v in x.items() if k != "cache_control")
+    if isinstance(x, list):
+        return sum(_count_cache_control(v) for v in x)
+    return 0
+
+
+def check_request(body: dict[str, Any]) -> str | None:
+    """The 400 message the real Messages API would answer ``body`` with, or None for a valid request."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return "model: Field required"
+    mt = body.get("max_tokens")
+    if not isinstance(mt, int) or isinstance(mt, bool) or mt < 1:
+        return "max_tokens: Input should be a positive integer"
+    if _GEN5.match(model):
+        for p in ("temperature", "top_p", "top_k"):
+            if p in body and not (p == "temperature" and body[p] == 1.0):
+                return f"{p}: sampling parameters are not supported for {model}; leave them at their defaults"
+    tc = body.get("tool_choice")
+    if isinstance(tc, dict) and tc.get("type") in ("any", "tool") and model == "claude-sonnet-5-5":
+        return f"tool_choice: forced tool use (type {tc['type']!r}) is not supported for {model}"
+    names = set()
+    for i, t in enumerate(body.get("tools") or []):
+        if not _TOOL_NAME.match(str(t.get("name", ""))):
+            return f"tools.{i}.name: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'"
+        if t.get("name") in names:
+            return f"tools: Tool names must be unique ({t['name']!r})"
+        names.add(t["name"])
+        schema = t.get("input_schema")
+        if not isinstance(schema, dict) or schema.get("type") != "object":
+            return f"tools.{i}.input_schema.type: Input should be 'object'"
+    if _count_cache_control(body.get("system")) + _count_cache_control(body.get("tools")) + \
+            _count_cache_control(body.get("messages")) > 4:
+        return "A maximum of 4 blocks with cache_control may be provided."
+    system = body.get("system")
+    if isinstance(system, list) and any(b.get("type") == "text" and not str(b.get("text", "")).strip()
+                                        for b in system):
+        return "system: text content blocks must contain non-whitespace text"
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        return "messages: at least one message is required"
+    if msgs[0].get("role") != "user":
+        return "messages: first message must use the \"user\" role"
+    seen_ids: set[str] = set()
+    prev_uses: list[str] = []
+    for i, m in enumerate(msgs):
+        role = m.get("role")
+        if role not in ("user", "assistant"):
+            return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+        if i and msgs[i - 1].get("role") == role:
+            return (f"messages: roles must alternate between \"user\" and \"assistant\", but found multiple "
+                    f"\"{role}\" roles in a row")
+        content = m.get("content")
+        last_assistant = i == len(msgs) - 1 and role == "assistant"
+        blocks = _blocks(content)
+        if not blocks and not last_assistant:
+            return (f"messages.{i}: all messages must have non-empty content except for the optional final "
+                    "assistant message")
+        for j, b in enumerate(blocks):
+            if b.get("type") == "text" and not str(b.get("text", "")).strip() and not (last_assistant and
+                                                                                        len(blocks) == 1):
+                return f"messages.{i}.content.{j}: text content blocks must contain non-whitespace text"
+        uses = [b.get("id") for b in blocks if b.get("type") == "tool_use"]
+        results = [(j, b.get("tool_use_id")) for j, b in enumerate(blocks) if b.get("type") == "tool_result"]
+        if role == "user" and uses:
+            return f"messages.{i}: tool_use blocks may only appear in assistant messages"
+        if role == "assistant" and results:
+            return f"messages.{i}: tool_result blocks may only appear in user messages"
+        for u in uses:
+            if u in seen_ids:
+                return f"messages.{i}: tool_use ids must be unique ({u})"
+            seen_ids.add(u)
+        if role == "user":
+            answered = [t for _, t in results]
+            missing = [u for u in prev_uses if u not in answered]
+            if missing:
+                return (f"messages.{i}: `tool_use` ids were found without `tool_result` blocks immediately after: "
+                        f"{', '.join(missing)}. Each `tool_use` block must have a corresponding `tool_result` "
+                        "block in the next message.")
+            for j, t in results:
+                if t not in prev_uses:
+                    return (f"messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` blocks: {t}. "
+                            "Each `tool_result` block must have a corresponding `tool_use` block in the previous "
+                            "message.")
+            if len(set(answered)) != len(answered):
+                return f"messages.{i}: each tool_use id may be answered by only one tool_result"
+            if results and [j for j, _ in results] != list(range(len(results))):
+                return f"messages.{i}: tool_result blocks must come first in the content, before any text"
+        prev_uses = uses if role == "assistant" else []
+    return None
+
+
 # ---------------------------------------------------------------------------------------------- server
 
 
@@ -131,6 +256,12 @@ class FakeAnthropic:
 
     base_url: str = ""
     requests: list[RecordedRequest] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    """The 400 messages of requests the real API would have rejected (see :func:`check_request`)."""
+    strict: bool = True
+    """Apply the real API's validation rules (a test of a malformed request itself may turn it off)."""
+    valid_keys: set[str] | None = None
+    """When set, any other key gets a 401 ``authentication_error`` (every route)."""
     _script: list[Any] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -175,6 +306,14 @@ def _sse(msg: dict[str, Any]) -> bytes:
                                                 "content_block": {"type": "text", "text": ""}}))
             out.append(("content_block_delta", {"type": "content_block_delta", "index": i,
                                                 "delta": {"type": "text_delta", "text": b["text"]}}))
+        elif b["type"] == "thinking":
+            out.append(("content_block_start", {"type": "content_block_start", "index": i,
+                                                "content_block": {"type": "thinking", "thinking": "",
+                                                                  "signature": ""}}))
+            out.append(("content_block_delta", {"type": "content_block_delta", "index": i,
+                                                "delta": {"type": "thinking_delta", "thinking": b["thinking"]}}))
+            out.append(("content_block_delta", {"type": "content_block_delta", "index": i,
+                                                "delta": {"type": "signature_delta", "signature": b["signature"]}}))
         else:
             out.append(("content_block_start", {"type": "content_block_start", "index": i,
                                                 "content_block": {**b, "input": {}}}))
@@ -216,6 +355,30 @@ def _make_handler(fake: FakeAnthropic) -> type[BaseHTTPRequestHandler]:
             body = {"type": "error", "error": {"type": type, "message": message}}
             self._send(status, json.dumps(body).encode(), headers=headers)
 
+        def _record(self, body: dict[str, Any]) -> RecordedRequest:
+            rec = RecordedRequest(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            fake.requests.append(rec)
+            return rec
+
+        def _key_rejected(self, rec: RecordedRequest) -> bool:
+            if fake.valid_keys is not None and rec.api_key not in fake.valid_keys:
+                self._error(401, "authentication_error", "invalid x-api-key")
+                return True
+            return False
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            rec = self._record({})
+            if self._key_rejected(rec):
+                return None
+            path = self.path.split("?")[0]
+            if not path.startswith("/v1/models/"):
+                return self._error(404, "not_found_error", f"fake_anthropic: no route {self.path}")
+            model = path.removeprefix("/v1/models/")
+            if model not in KNOWN_MODELS:
+                return self._error(404, "not_found_error", f"model: {model}")
+            info = {"type": "model", "id": model, "display_name": model, "created_at": "2026-01-01T00:00:00Z"}
+            return self._send(200, json.dumps(info).encode())
+
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
             n = int(self.headers.get("content-length") or 0)
             raw = self.rfile.read(n) if n else b""
@@ -223,10 +386,15 @@ def _make_handler(fake: FakeAnthropic) -> type[BaseHTTPRequestHandler]:
                 body = json.loads(raw or b"{}")
             except ValueError:
                 body = {"_unparsed": raw.decode("utf-8", "replace")}
-            fake.requests.append(RecordedRequest(self.command, self.path,
-                                                 {k.lower(): v for k, v in self.headers.items()}, body))
+            rec = self._record(body)
+            if self._key_rejected(rec):
+                return None
             if not self.path.startswith("/v1/messages"):
                 return self._error(404, "not_found_error", f"fake_anthropic: no route {self.path}")
+            problem = check_request(body) if fake.strict else None
+            if problem is not None:
+                fake.rejected.append(problem)
+                return self._error(400, "invalid_request_error", problem)
             item = fake._next(body)
             if item is None:
                 return self._error(400, "invalid_request_error", "fake_anthropic: script exhausted")

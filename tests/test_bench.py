@@ -287,7 +287,7 @@ def test_llm_judge_in_evaluation_and_a_failing_judge_costs_only_its_score(bench_
         def __init__(self, fail: bool) -> None:
             self.fail = fail
 
-        def complete(self, *, system, messages, tools, max_tokens=4096):
+        def complete(self, *, system, messages, tools, max_tokens=None, timeout_s=None):
             if self.fail:
                 raise ConnectionError("API down")
             return '[{"component": "L1H0", "same": true, "reason": "ok"}]'

@@ -141,7 +141,7 @@ class Scripted:
         self.turns = list(turns)
         self.seen = []
 
-    def complete(self, *, system, messages, tools, max_tokens=4096):
+    def complete(self, *, system, messages, tools, max_tokens=None, timeout_s=None):
         self.seen.append(list(messages))
         return self.turns.pop(0)
 

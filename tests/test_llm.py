@@ -106,7 +106,7 @@ def test_tool_use_round_trip(fake_anthropic):
     assert "ok ablate: {'component': 'L1H0', 'method': 'mean'" in tr["content"]
     # request shape: model, max_tokens, tools with schemas from the pydantic models, key sent
     b = reqs[0].body
-    assert b["model"] == "claude-sonnet-5-5" and b["max_tokens"] == 4096
+    assert b["model"] == "claude-sonnet-5-5" and b["max_tokens"] == 16000
     assert [t["name"] for t in b["tools"]] == ["ablate", "finish"]
     assert b["tools"][0]["input_schema"]["properties"]["method"]["enum"] == ["mean", "zero", "resample"]
     assert reqs[0].api_key == "sk-test" and "anthropic-version" in reqs[0].headers

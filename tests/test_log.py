@@ -44,6 +44,8 @@ def one_of_each() -> list[L._Event]:
                       limit_hit="usd", component="L1H0"),
         L.ErrorEvent(where="tool.ablate", message="bad input", recoverable=True, error_type="ValidationError"),
         L.EvaluationEvent(evaluator="reference", scores={"precision": 1.0, "recall": None}, details={"n": 2}),
+        L.ComponentsEvent(components=["L1H0", "mlp0".upper()], source="localisation"),
+        L.RunResumedEvent(budget={"max_usd": 2.0}, reopened=True, reason="new budget: max_usd=2.0"),
         L.RunFinishedEvent(status="completed", summary="done"),
     ]
 

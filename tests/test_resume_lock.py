@@ -86,7 +86,7 @@ def test_resume_restores_kernel_state_of_the_unfinished_component(tmp_path, monk
     class Scripted:
         name, model = "scripted", "s"
 
-        def complete(self, *, system, messages, tools, max_tokens=4096):
+        def complete(self, *, system, messages, tools, max_tokens=None, timeout_s=None):
             return turns[sum(1 for m in messages if m["role"] == "assistant")]
 
     monkeypatch.setattr("agent.run.make_backend", lambda cfg: Scripted())

@@ -81,7 +81,7 @@ class _Judge:
     def __init__(self, answer: str) -> None:
         self.answer, self.calls = answer, []
 
-    def complete(self, *, system, messages, tools, max_tokens=4096):  # the agent.llm backend signature
+    def complete(self, *, system, messages, tools, max_tokens=None, timeout_s=None):  # the agent.llm backend signature
         assert tools == []
         self.calls.append((messages, system))
         return self.answer

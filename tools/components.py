@@ -30,6 +30,10 @@ from enum import StrEnum
 from tools.errors import ComponentError
 
 VALID_FORMS = "L{layer}H{head} (e.g. L9H9), MLP{layer}, ATTN{layer}, EMB, resid_pre{layer}, resid_post{layer}"
+PATTERN = r"^(L\d+H\d+|MLP\d+|ATTN\d+|EMB|resid_pre\d+|resid_post\d+)$"
+"""A regular expression for one component name (the JSON schema of the planner's tools carries it)."""
+HEAD_PATTERN = r"^L\d+H\d+$"
+"""A regular expression for one attention head's name."""
 
 
 class Kind(StrEnum):
@@ -98,6 +102,26 @@ class Component:
                 return cls(layer=-1, kind=kind)
             return cls(layer=int(m.group(1)), kind=kind)
         raise ComponentError(f"cannot parse component {token!r}", fix=f"valid forms: {VALID_FORMS}")
+
+    def check_shape(self, n_layers: int, n_heads: int) -> Component:
+        """This component if a model with ``n_layers`` layers of ``n_heads`` heads has it, else
+        :class:`ComponentError` saying which index is out of range.
+
+        >>> Component.parse("L1H3").check_shape(2, 4)
+        Component.parse('L1H3')
+        >>> Component.parse("L2H0").check_shape(2, 4)
+        Traceback (most recent call last):
+        ...
+        tools.errors.ComponentError: layer 2 out of range in 'L2H0' (model has 2 layers) — use layers 0..1
+        """
+        if self.kind is not Kind.EMB and not 0 <= self.layer < n_layers:
+            raise ComponentError(f"layer {self.layer} out of range in {self.name!r} (model has {n_layers} layers)",
+                                 fix=f"use layers 0..{n_layers - 1}")
+        if self.kind is Kind.HEAD and not 0 <= (self.head or 0) < n_heads:
+            raise ComponentError(
+                f"head index {self.head} out of range in {self.name!r} (model has {n_heads} heads per layer)",
+                fix=f"use heads 0..{n_heads - 1}")
+        return self
 
     @classmethod
     def attn_head(cls, layer: int, head: int) -> Component:

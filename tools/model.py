@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from tools.components import Component, Kind
+from tools.components import Component
 from tools.errors import ArchitectureError, BatchError, ComponentError
 
 Arch = Literal["gpt2", "neox", "llama"]
@@ -249,15 +249,7 @@ class Model:
 
     def check(self, component: str | Component) -> Component:
         """Parse ``component`` and check that this model has it; return the :class:`Component`."""
-        c = Component.parse(component)
-        if c.kind is not Kind.EMB and not 0 <= c.layer < self.n_layers:
-            raise ComponentError(f"layer {c.layer} out of range in {c.name!r} (model has {self.n_layers} layers)",
-                                 fix=f"use layers 0..{self.n_layers - 1}")
-        if c.kind is Kind.HEAD and not 0 <= (c.head or 0) < self.n_heads:
-            raise ComponentError(
-                f"head index {c.head} out of range in {c.name!r} (model has {self.n_heads} heads per layer)",
-                fix=f"use heads 0..{self.n_heads - 1}")
-        return c
+        return Component.parse(component).check_shape(self.n_layers, self.n_heads)
 
     # --- running -------------------------------------------------------------------------------
     def to_tokens(self, prompts: list[str] | str) -> torch.Tensor:

@@ -1,8 +1,14 @@
 """``interp-agent investigate`` / ``resume`` / ``status``: run, continue and inspect investigations.
 
 ``investigate`` shows a live view (components done/pending, the current hypothesis, steps, tool calls,
-tokens, cost) and prints where the report is; ``resume RUN`` continues a run killed at any point;
-``status RUN`` is derived from the run's log only. Under ``--json`` each prints one JSON document.
+tokens, cost) and prints where the report is; ``resume RUN`` continues a run killed at any point, paused
+by an API failure, or (with a larger budget option) stopped by a budget; ``status RUN`` is derived from
+the run's log only. Under ``--json`` each prints one JSON document.
+
+Exit codes of ``investigate`` / ``resume``: 0 when the run completed or stopped on a budget (a line on
+stderr says which budget and how to continue), 3 when it paused (the LLM API failed after its retries: one
+line on stderr says why and that ``resume`` continues it), 1 when it could not go on (``error``), 2 for bad
+input (as every command).
 """
 
 from __future__ import annotations
@@ -82,13 +88,48 @@ def run_with_view(fn, **kwargs) -> Any:
         return fn(on_progress=view.update, **kwargs)
 
 
+EXIT_PAUSED = 3
+"""Exit code of a run that paused (``resume`` continues it)."""
+EXIT_ERROR = 1
+"""Exit code of a run that ended in ``error``."""
+
+
 def print_outcome(out: Any) -> None:
-    """The end of a run: conclusions, clusters, where the report is (JSON under ``--json``)."""
-    from agent.commands.output import STATE, console, emit
+    """The end of a run: conclusions, clusters, where the report is (JSON under ``--json``); then, for a run
+    that did not complete, one line on stderr saying why and what continues it, and the exit code."""
+    from agent.commands.output import STATE, emit
 
     if STATE.json:
         emit(out.model_dump())
-        return
+    else:
+        _print_tables(out)
+    _finish_line(out)
+
+
+def _finish_line(out: Any) -> None:
+    from rich.markup import escape
+
+    from agent.commands.output import err_console
+
+    why = " ".join(str(out.reason or "").split())
+    if out.status == "interrupted":
+        err_console.print(f"[red]paused:[/] {escape(why or 'the run stopped')} — `interp-agent resume "
+                          f"{escape(out.run_dir)}` continues it", highlight=False)
+        raise typer.Exit(EXIT_PAUSED)
+    if out.status == "error":
+        err_console.print(f"[red]error:[/] the run could not go on: {escape(why or 'see its log')} — "
+                          f"the report and `interp-agent status {escape(out.run_dir)}` show what it did",
+                          highlight=False)
+        raise typer.Exit(EXIT_ERROR)
+    if out.status == "budget":
+        err_console.print(f"[yellow]budget:[/] {escape(why or 'a budget limit stopped the run')} — `interp-agent "
+                          f"resume {escape(out.run_dir)} --budget-usd X` (or another larger budget option) continues "
+                          "it", highlight=False)
+
+
+def _print_tables(out: Any) -> None:
+    from agent.commands.output import console
+
     t = Table(title=f"run {out.run_id}: {out.status}")
     t.add_column("component")
     t.add_column("role")
@@ -113,6 +154,8 @@ def register(app: typer.Typer) -> None:
         planner: Annotated[Planner | None, typer.Option("--planner", help="Who plans (default: claude if ANTHROPIC_API_KEY is set, else offline).")] = None,
         replay_from: Annotated[str | None, typer.Option("--replay-from", help="Run whose LLM turns the replay planner feeds back.")] = None,
         llm_model: Annotated[str | None, typer.Option("--llm-model", help="Claude model id for --planner claude.")] = None,
+        llm_max_tokens: Annotated[int, typer.Option("--llm-max-tokens", min=1, help="Output tokens per Claude call, thinking included (Claude 5 models think adaptively: leave room).")] = 16000,
+        stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Stream Claude's responses (needed for a very large --llm-max-tokens).")] = False,
         budget_usd: Annotated[float | None, typer.Option("--budget-usd", help="Stop spending LLM money at this many US dollars.")] = None,
         max_steps: Annotated[int | None, typer.Option("--max-steps", help="Planner steps per component (default 12).")] = None,
         max_tool_calls: Annotated[int | None, typer.Option("--max-tool-calls", help="Tool calls over the run.")] = None,
@@ -137,7 +180,8 @@ def register(app: typer.Typer) -> None:
         comps = [str(c) for c in parse_components(circuit)] if circuit else None
         cfg = RunConfig(question=question, task=task, model=model, circuit=comps,
                         planner=planner or (Planner.REPLAY if replay_from else default_planner()), replay_from=replay_from,
-                        llm_model=llm_model, budget=budget, n_prompts=prompts, seed=seed, sandbox=sandbox,
+                        llm_model=llm_model, llm_max_tokens=llm_max_tokens, llm_stream=stream, budget=budget,
+                        n_prompts=prompts, seed=seed, sandbox=sandbox,
                         unsafe_no_isolation=unsafe_no_isolation, out=out, threshold=threshold,
                         max_components=max_components)
         print_outcome(run_with_view(start_run, cfg=cfg))
@@ -146,11 +190,21 @@ def register(app: typer.Typer) -> None:
     def resume(
         run: Annotated[str, typer.Argument(help="Run directory or run id.")],
         out: Annotated[str | None, typer.Option("--out", help="Directory holding runs (when RUN is an id).")] = None,
+        budget_usd: Annotated[float | None, typer.Option("--budget-usd", help="New USD limit over the whole run (what it spent counts).")] = None,
+        max_steps: Annotated[int | None, typer.Option("--max-steps", help="New planner steps per component.")] = None,
+        max_tool_calls: Annotated[int | None, typer.Option("--max-tool-calls", help="New limit of tool calls over the run.")] = None,
+        max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="New limit of LLM tokens over the run.")] = None,
+        max_wall_s: Annotated[float | None, typer.Option("--max-wall-s", help="New limit of active seconds over the run.")] = None,
     ) -> None:
-        """Continue an interrupted run from its last checkpoint (no event lost or duplicated)."""
+        """Continue a run: killed, paused by an API failure, or (with a larger budget) stopped by a budget."""
+        from agent.budget import parse_budget
         from agent.run import resume_run
 
-        print_outcome(run_with_view(resume_run, run=run, out=out))
+        given = {"max_usd": budget_usd, "max_steps": max_steps, "max_tool_calls": max_tool_calls,
+                 "max_tokens": max_tokens, "max_wall_s": max_wall_s}
+        parse_budget(**given)  # one-line errors for nonsense values
+        budget = {k: v for k, v in given.items() if v is not None}
+        print_outcome(run_with_view(resume_run, run=run, out=out, budget=budget))
 
     @app.command()
     def status(
@@ -172,6 +226,8 @@ def register(app: typer.Typer) -> None:
             t.add_row(c, r if c != st["current"] else f"[yellow]{r} (current)")
         console.print(f"question: {st['question']}\ntask: {st['task']} · model: {st['model']} · "
                       f"planner: {st['planner']}")
+        if st.get("reason"):
+            console.print(f"paused: {st['reason']}")
         console.print(t)
         console.print(f"{st['done']} done, {len(st['pending'])} pending · {st['hypotheses']} hypotheses · "
                       f"{st['tool_calls']} tool calls · {st['llm_calls']} LLM calls · {st['tokens']} tokens · "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.actions import result_text
+from agent.llm.text import ERROR_CHARS, cap
 from agent.log import ExecutionResultEvent
 from agent.state import RunContext
 from sandbox.errors import SandboxError
@@ -33,15 +34,23 @@ def execute_cell(ctx: RunContext, call_id: str, code: str, component: str | None
 
 
 def tool_result_payload(ev: ExecutionResultEvent) -> tuple[str, bool]:
-    """``(text, is_error)`` of the ``tool_result`` block for a logged cell: its data and seq, or the error."""
+    """``(text, is_error)`` of the ``tool_result`` block for a logged cell: its data and seq, or the error.
+
+    A cell that returned no data says why when the sandbox said why (a ``_result`` over the size cap or not
+    JSON comes back as no data, with the reason on stderr). The error's message and traceback are cut to
+    bounded sizes (the log keeps them whole); the handler's reply caps the whole and strips host paths.
+    """
     if ev.status == "ok":
         body: dict[str, Any] = {"seq": ev.seq, "data": ev.data}
         if ev.data is None:
-            body["result"] = ev.result
+            if ev.stderr:  # first: the sandbox's reason for no data is there
+                body["stderr"] = ev.stderr[-1000:]
+            body["result"] = cap(ev.result, 800) if ev.result is not None else None
             if ev.stdout:
                 body["stdout"] = ev.stdout[-2000:]
         return result_text(body), False
-    err = f"seq {ev.seq}: cell {ev.status}: {(ev.error_name or '')[:200]}: {(ev.error_value or '')[:2000]}".strip()
+    err = f"seq {ev.seq}: cell {ev.status}: {cap(ev.error_name or '', 200)}: {cap(ev.error_value or '', 1500)}".strip()
     if ev.traceback:
-        err += "\n" + ev.traceback[-1500:]
-    return err, True
+        tb = ev.traceback
+        err += "\n" + (tb if len(tb) <= 1200 else f"[… {len(tb) - 1200} chars of traceback cut]\n" + tb[-1200:])
+    return cap(err, ERROR_CHARS), True

@@ -11,7 +11,8 @@ head of a redundant pair does nothing alone, so each layer's heads not yet kept 
 together; where that joint effect is ≥ ``threshold`` and ≥ 2× the sum of the members' |single| effects,
 every pair inside is ablated (batched), and the members of pairs passing the same two tests are kept too
 (within ``max_components``), their partner and the numbers going into the component's brief
-(``REDUNDANT WITH:``) and the cell's result saying why.
+(``REDUNDANT WITH:``) and the cell's result saying why. The list is logged as a ``components`` event, so
+``status`` of a run stopped early lists the components still pending.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from langgraph.runtime import Runtime
 from agent.actions import AttributionSweep, RedundancyCheck, parse_result
 from agent.budget import BudgetUsage
 from agent.graph.cells import execute_cell
-from agent.log import ErrorEvent, ToolCallEvent
+from agent.log import ComponentsEvent, ErrorEvent, ToolCallEvent
 from agent.state import ResearchState, RunContext
 from agent.view import LOCALISE_REDUNDANCY, LOCALISE_SWEEP
 from tools.components import Component
@@ -67,6 +68,7 @@ def localise(state: ResearchState, runtime: Runtime[RunContext]) -> dict:
     # work backwards from the logits: later layers first, so a component's downstream readers are
     # concluded before it is investigated (the offline planner path-patches into them)
     keep.sort(key=lambda c: (-Component.parse(c).layer, -abs(fracs.get(c, 0.0))))
+    ctx.journal.emit(ComponentsEvent(components=keep, source="localisation"))
     return {**base, "components": keep, "localisation": {"effect_frac": fracs, "seq": ev.seq, "redundant": redundant},
             "log_seq": ctx.journal.position}
 

@@ -1,15 +1,31 @@
-"""The research graph's other nodes: frame, start_component, end_component, cluster, report."""
+"""The research graph's other nodes: frame, start_component, end_component, cluster, report.
+
+**Clustering.** With the ``claude`` planner (and when replaying a run that did so), the concluded components
+go to the LLM in one request (system :data:`agent.planners.prompts.CLUSTER_SYSTEM_PROMPT`, the tool
+``group_components``), logged like every LLM turn, so the ``replay`` planner feeds the grouping back: free-text
+roles worded differently ("copies the IO name into the logits", "Copies IO name into logits.") end up in
+one cluster. A grouping that leaves out a component, names an unknown one or puts one in two groups goes
+back to the model with the problems (once); if it is still unusable, or the planner is offline, or a
+run-wide budget is already spent, components are grouped by their normalised role label
+(:func:`role_key`: case, punctuation, articles and plurals ignored), and an ``error`` event says why when
+the LLM grouping was given up.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from langgraph.runtime import Runtime
 
-from agent.budget import BudgetUsage, Limit
-from agent.graph.step import Stop, usage_of
-from agent.log import BudgetEvent, ClusterEvent, ConclusionEvent, RunFinishedEvent
-from agent.planners.prompts import component_brief
+from agent.actions import CLUSTER_TOOL, GroupComponents, cluster_spec
+from agent.budget import BudgetUsage, Limit, exceeded
+from agent.graph.step import Stop, ask, assistant_message, remind, usage_of
+from agent.llm.base import validate_tool_input
+from agent.llm.text import BRIEF_CHARS, ERROR_CHARS, for_model
+from agent.llm.types import tool_result
+from agent.log import BudgetEvent, ClusterEvent, ConclusionEvent, ErrorEvent, RunFinishedEvent
+from agent.planners.prompts import CLUSTER_SYSTEM_PROMPT, cluster_brief, component_brief
 from agent.report import write_summary_report
 from agent.state import ResearchState, RunContext
 
@@ -42,8 +58,9 @@ def start_component(state: ResearchState, runtime: Runtime[RunContext]) -> dict:
     usage = BudgetUsage(**(state.get("usage") or {}))
     usage.steps = 0
     ctx.progress(phase="component", component=comp, index=state["index"], total=len(comps), components=list(comps))
-    return {"messages": [{"role": "user", "content": brief}], "concluded": False, "limit_hit": None,
-            "usage": usage.model_dump(), "log_seq": ctx.journal.position}
+    return {"messages": [{"role": "user", "content": for_model(brief, BRIEF_CHARS, ctx.text_roots())}],
+            "concluded": False, "nudged": False, "limit_hit": None, "usage": usage.model_dump(),
+            "log_seq": ctx.journal.position}
 
 
 def _budget_limit(limit: str | None) -> Limit | None:
@@ -51,8 +68,8 @@ def _budget_limit(limit: str | None) -> Limit | None:
     return Limit(limit) if limit in {str(x) for x in Limit} - {Limit.STEPS} else None
 
 
-INCONCLUSIVE_REASONS: dict[str, str] = {Stop.ERROR: "error", Stop.FINISHED: "planner finished without a conclusion",
-                        Stop.NO_CONCLUSION: "planner stopped without a conclusion"}
+INCONCLUSIVE_REASONS: dict[str, str] = {Stop.FINISHED: "planner finished without a conclusion",
+                                         Stop.NO_CONCLUSION: "planner stopped without a conclusion"}
 
 
 def end_component(state: ResearchState, runtime: Runtime[RunContext]) -> dict:
@@ -78,45 +95,113 @@ def end_component(state: ResearchState, runtime: Runtime[RunContext]) -> dict:
             "log_seq": ctx.journal.position}
 
 
-def _norm_role(role: str) -> str:
-    return " ".join(role.lower().replace("-", " ").replace("_", " ").split())
+_ROLE_STOPWORDS = frozenset({"a", "an", "the", "of", "to", "into", "in", "on", "at", "for", "from", "with", "by",
+                             "its", "it", "their", "this", "that"})
+
+
+def role_key(role: str) -> str:
+    """A role label normalised for grouping: lower case, punctuation and articles / prepositions dropped, a
+    plural ``s`` dropped (so paraphrases that differ only in those group together).
+
+    >>> role_key("Copies IO name into logits.") == role_key("copies the IO name into the logits")
+    True
+    >>> role_key("Name movers"), role_key("S-inhibition"), role_key("negative name mover")
+    ('name mover', 's inhibition', 'negative name mover')
+    """
+    words = [w for w in re.findall(r"[a-z0-9]+", role.lower()) if w not in _ROLE_STOPWORDS]
+    return " ".join(w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words)
+
+
+def label_groups(members: list[str], concl: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Components grouped by :func:`role_key` of their role; each group named by its first member's label."""
+    groups: dict[str, list[str]] = {}
+    label: dict[str, str] = {}
+    for comp in members:
+        key = role_key(concl[comp]["role"]) or concl[comp]["role"]
+        groups.setdefault(key, []).append(comp)
+        label.setdefault(key, concl[comp]["role"])
+    out = []
+    for key, comps in groups.items():
+        expl = "; ".join(f"{m}: {concl[m]['explanation'].split('. ')[0].rstrip('.')}" for m in comps)
+        out.append({"name": label[key], "components": comps,
+                    "explanation": (f"{len(comps)} component(s) concluded as '{label[key]}'. " + expl)[:2000]})
+    return out
+
+
+CLUSTER_REMINDER = "Call group_components now, with every component in exactly one group."
+
+
+def llm_groups(state: ResearchState, ctx: RunContext, members: list[str], concl: dict[str, dict[str, Any]],
+               usage: BudgetUsage) -> list[dict[str, Any]] | None:
+    """The LLM's grouping of ``members`` (two turns at most), or None to fall back to labels (logged why)."""
+    roots = ctx.text_roots()
+    brief = cluster_brief(state.get("question", ""), state.get("task", ""), {m: concl[m] for m in members})
+    messages: list[dict[str, Any]] = [{"role": "user", "content": for_model(brief, BRIEF_CHARS, roots)}]
+    problem = "it did not call group_components"
+    for attempt in range(2):
+        resp = ask(ctx, None, messages, system=CLUSTER_SYSTEM_PROMPT, specs=[cluster_spec()])
+        if resp is None:
+            return None  # the wall-clock budget ran out (logged)
+        usage.input_tokens += resp.usage.total_input_tokens
+        usage.output_tokens += resp.usage.output_tokens
+        usage.usd += resp.cost_usd or 0.0
+        reply = assistant_message(resp)
+        if reply is not None:
+            messages.append(reply)
+        results = []
+        for k, tu in enumerate(resp.tool_uses):
+            plan, err = validate_tool_input(GroupComponents, tu.input, name=CLUSTER_TOOL) \
+                if tu.name == CLUSTER_TOOL and k == 0 else (None, f"call {CLUSTER_TOOL} once, and nothing else")
+            if plan is not None and resp.stop_reason != "max_tokens":
+                issues = plan.problems(members)
+                if not issues:
+                    return [cl.model_dump() for cl in plan.clusters]
+                err = "This grouping is not usable: " + "; ".join(issues) + ". Call group_components again."
+            elif plan is not None:
+                err = "Your turn was cut off at the output limit: call group_components again."
+            problem = err
+            results.append(tool_result(tu.id, for_model(err, ERROR_CHARS, roots), is_error=True))
+        if attempt == 0:
+            if results:
+                messages.append({"role": "user", "content": results})
+            else:
+                remind(messages, CLUSTER_REMINDER)
+    ctx.journal.emit(ErrorEvent(where="cluster", recoverable=True, message=for_model(
+        f"the planner's grouping was not usable ({problem}); clustered by normalised role labels instead",
+        ERROR_CHARS)))
+    return None
 
 
 def cluster(state: ResearchState, runtime: Runtime[RunContext]) -> dict:
-    """Group concluded components by role label; name and explain each group."""
+    """Group the concluded components by function (the LLM, or normalised labels); name and explain each group."""
     ctx = runtime.context
-    groups: dict[str, list[str]] = {}
-    label: dict[str, str] = {}
     concl = state.get("conclusions") or {}
-    for comp in state.get("components") or []:
-        c = concl.get(comp)
-        if not c or c["role"] == INCONCLUSIVE:
-            continue
-        key = _norm_role(c["role"])
-        groups.setdefault(key, []).append(comp)
-        label.setdefault(key, c["role"])
-    clusters = []
-    for key, members in groups.items():
-        expl = "; ".join(f"{m}: {concl[m]['explanation'].split('. ')[0].rstrip('.')}" for m in members)
-        name = label[key]
-        text = (f"{len(members)} component(s) concluded as '{name}'. " + expl)[:2000]
-        ctx.journal.emit(ClusterEvent(name=name, components=members, explanation=text),
+    members = [c for c in state.get("components") or [] if c in concl and concl[c]["role"] != INCONCLUSIVE]
+    usage = usage_of(state, ctx)
+    limit = exceeded(ctx.budget, usage)
+    groups = None
+    if members and ctx.cluster_with_llm and not state.get("run_limit") and not (limit and limit.run_wide):
+        groups = llm_groups(state, ctx, members, concl, usage)
+    if groups is None:
+        groups = label_groups(members, concl)
+    for g in groups:
+        ctx.journal.emit(ClusterEvent(name=g["name"], components=g["components"], explanation=g["explanation"]),
                          same=lambda a, b: a.name == b.name)
-        clusters.append({"name": name, "components": members, "explanation": text})
-    ctx.progress(phase="cluster", clusters=len(clusters))
-    return {"clusters": clusters, "log_seq": ctx.journal.position}
+    ctx.progress(phase="cluster", clusters=len(groups))
+    usage.wall_s = ctx.wall_s()
+    return {"clusters": groups, "usage": usage.model_dump(), "log_seq": ctx.journal.position}
 
 
 def report(state: ResearchState, runtime: Runtime[RunContext]) -> dict:
     """``run_finished``, then ``report.md`` (derived from the log only)."""
     ctx = runtime.context
     run_limit = state.get("run_limit")
-    status = "error" if (run_limit == Stop.ERROR or state.get("failure")) else ("budget" if run_limit else "completed")
+    status = "error" if state.get("failure") else ("budget" if run_limit else "completed")
     concl = state.get("conclusions") or {}
     parts = [f"{c}: {concl[c]['role']}" for c in state.get("components") or [] if c in concl]
     summary = (f"Investigated {len(parts)} component(s) of {state.get('model')} on {state.get('task')}: "
                + ("; ".join(parts) or "none") + f". {len(state.get('clusters') or [])} cluster(s).")
-    if run_limit and run_limit != Stop.ERROR:
+    if run_limit:
         summary += f" Stopped early: the {run_limit} budget was reached."
     usage = usage_of(state, ctx)
     ctx.journal.emit(BudgetEvent(

@@ -13,12 +13,13 @@ from agent.llm.base import (
     LLMAPIError,
     LLMBackend,
     LLMConfigError,
+    LLMDeadlineError,
     LLMError,
     ReplayDivergence,
     ToolSpec,
     validate_tool_input,
 )
-from agent.llm.claude import DEFAULT_MODEL, ClaudeBackend
+from agent.llm.claude import DEFAULT_MAX_TOKENS, DEFAULT_MODEL, ClaudeBackend
 from agent.llm.pricing import PRICES, cost_usd, price_for
 from agent.llm.types import (
     ContentBlock,
@@ -33,8 +34,8 @@ from agent.llm.types import (
 )
 
 __all__ = [
-    "DEFAULT_MODEL", "PRICES", "ClaudeBackend", "ContentBlock", "LLMAPIError", "LLMBackend", "LLMConfigError",
-    "LLMError", "LLMResponse", "RedactedThinkingBlock", "ReplayDivergence",
+    "DEFAULT_MAX_TOKENS", "DEFAULT_MODEL", "PRICES", "ClaudeBackend", "ContentBlock", "LLMAPIError", "LLMBackend", "LLMConfigError",
+    "LLMDeadlineError", "LLMError", "LLMResponse", "RedactedThinkingBlock", "ReplayDivergence",
     "StopReason", "TextBlock", "ThinkingBlock", "ToolSpec", "ToolUseBlock", "Usage", "cost_usd", "price_for",
     "tool_result", "validate_tool_input",
 ]

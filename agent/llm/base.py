@@ -51,6 +51,11 @@ class LLMAPIError(LLMError):
         """HTTP attempts made."""
 
 
+class LLMDeadlineError(LLMAPIError):
+    """A call that could not finish within the time it was given (``complete(..., timeout_s=)``): the run's
+    wall-clock budget ran out while it waited for the API."""
+
+
 class ReplayDivergence(LLMError):
     """A replayed run that asks for an LLM turn its recording does not have (ran out, or diverged)."""
 
@@ -77,9 +82,11 @@ class ToolSpec(BaseModel):
 
     @classmethod
     def from_model(cls, name: str, description: str, model: type[BaseModel]) -> ToolSpec:
-        """A spec whose ``input_schema`` is ``model``'s JSON schema; remembers ``model`` for validation."""
+        """A spec whose ``input_schema`` is ``model``'s JSON schema (its docstring left out: ``description`` is
+        what the model reads about the tool); remembers ``model`` for validation."""
         schema = model.model_json_schema()
         schema.pop("title", None)
+        schema.pop("description", None)  # the model's docstring: ``description`` says it, in plain text
         schema.setdefault("type", "object")
         spec = cls(name=name, description=description, input_schema=schema)
         spec._model = model
@@ -135,8 +142,13 @@ class LLMBackend(Protocol):
     """The model id (``claude-sonnet-5-5``...), or a descriptive name for non-API backends."""
 
     def complete(self, *, system: str, messages: list[dict[str, Any]], tools: list[ToolSpec],
-                 max_tokens: int = 4096) -> LLMResponse:
-        """Return the next assistant turn for this conversation."""
+                 max_tokens: int | None = None, timeout_s: float | None = None) -> LLMResponse:
+        """Return the next assistant turn for this conversation.
+
+        ``max_tokens``: the output limit of this call (None: the backend's default). ``timeout_s``: the call
+        must end within this many seconds, retries included (None: no deadline; backends that call no API
+        ignore it).
+        """
         ...
 
 

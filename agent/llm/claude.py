@@ -12,6 +12,14 @@
 - **Prompt caching**: ``cache_control: {"type": "ephemeral"}`` on the system block and on the last
   tool (so the tools + system prefix is cached), and, with ``cache_conversation=True`` (default), on the
   last block of the last message so each turn reads the earlier turns from the cache.
+- **Output room**: ``max_tokens`` defaults to :data:`DEFAULT_MAX_TOKENS` (16000): Claude 5 models think
+  adaptively by default and the thinking counts against ``max_tokens``, so 4096 cut turns short.
+  ``stream=True`` streams each response (needed for very large ``max_tokens``).
+- **A deadline**: ``complete(..., timeout_s=T)`` ends within about ``T`` seconds, retries included: each
+  attempt's HTTP timeout is at most what is left, no backoff sleeps past it, and a call still unfinished
+  then raises :class:`LLMDeadlineError` (the loop passes what is left of the run's ``--max-wall-s``).
+- **Start-up check**: :meth:`ClaudeBackend.check` makes one free request (``GET /v1/models/{model}``) so a
+  wrong key or model id is found before any work, not after the sandbox and the localisation ran.
 
 The SDK is imported when a backend is built, not when this module is imported.
 
@@ -32,9 +40,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from agent.llm.base import LLMAPIError, LLMConfigError, ToolSpec
+from agent.llm.base import LLMAPIError, LLMConfigError, LLMDeadlineError, ToolSpec
 from agent.llm.pricing import cost_usd
 from agent.llm.types import (
     LLMResponse,
@@ -52,6 +60,8 @@ DEFAULT_MODEL = "claude-sonnet-5-5"
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 """HTTP statuses retried (any other 5xx too)."""
 EPHEMERAL = {"type": "ephemeral"}
+DEFAULT_MAX_TOKENS = 16000
+"""Output tokens per call (thinking included): room for adaptive thinking plus a turn of tool calls."""
 
 
 @dataclass
@@ -81,10 +91,11 @@ class ClaudeBackend:
     """Claude through the Messages API with tool use.
 
     ``api_key`` defaults to ``$ANTHROPIC_API_KEY``; ``base_url`` to the SDK default (or
-    ``$ANTHROPIC_BASE_URL``). ``max_retries`` counts retries after the first attempt. ``stream=True``
-    streams each response (server-sent events; needed for very large ``max_tokens``) and returns the
-    same final turn; an error event mid-stream (e.g. ``overloaded_error``) is retried like an HTTP one.
-    ``sleep`` and ``rng`` are injectable so tests need not wait.
+    ``$ANTHROPIC_BASE_URL``). ``max_retries`` counts retries after the first attempt. ``max_tokens`` is
+    the output limit of each call (thinking included). ``stream=True`` streams each response
+    (server-sent events; needed for very large ``max_tokens``) and returns the same final turn; an error
+    event mid-stream (e.g. ``overloaded_error``) is retried like an HTTP one. ``timeout`` bounds one HTTP
+    attempt (seconds). ``sleep`` and ``rng`` are injectable so tests need not wait.
     """
 
     name = "claude"
@@ -92,7 +103,8 @@ class ClaudeBackend:
     def __init__(self, model: str = DEFAULT_MODEL, *, api_key: str | None = None, base_url: str | None = None,
                  max_retries: int = 6, base_delay: float = 1.0, max_delay: float = 60.0,
                  timeout: float = 300.0, cache_conversation: bool = True, stream: bool = False,
-                 sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None) -> None:
+                 max_tokens: int = DEFAULT_MAX_TOKENS, sleep: Callable[[float], None] = time.sleep,
+                 rng: random.Random | None = None) -> None:
         key = os.environ.get("ANTHROPIC_API_KEY") if api_key is None else api_key
         if not key:
             raise LLMConfigError("ANTHROPIC_API_KEY is not set",
@@ -100,6 +112,9 @@ class ClaudeBackend:
                                      "(the deterministic offline researcher needs no key)")
         if max_retries < 0:
             raise LLMConfigError(f"max_retries must be >= 0, got {max_retries}", fix="pass 0 to disable retries")
+        if max_tokens < 1:
+            raise LLMConfigError(f"max_tokens must be >= 1, got {max_tokens}",
+                                 fix=f"pass a positive --llm-max-tokens (default {DEFAULT_MAX_TOKENS})")
         import anthropic  # the SDK is only needed here
 
         self._anthropic = anthropic
@@ -109,6 +124,8 @@ class ClaudeBackend:
         self.max_delay = max_delay
         self.cache_conversation = cache_conversation
         self.stream = stream
+        self.max_tokens = max_tokens
+        self.timeout = timeout
         self._sleep = sleep
         self._rng = rng or random.Random()
         self.totals = Totals()
@@ -130,9 +147,9 @@ class ClaudeBackend:
     # ------------------------------------------------------------------------------------------ request
 
     def build_request(self, *, system: str, messages: list[dict[str, Any]], tools: list[ToolSpec],
-                      max_tokens: int = 4096) -> dict[str, Any]:
+                      max_tokens: int | None = None) -> dict[str, Any]:
         """The keyword arguments of ``messages.create`` (with the cache breakpoints); inputs untouched."""
-        req: dict[str, Any] = {"model": self.model, "max_tokens": max_tokens}
+        req: dict[str, Any] = {"model": self.model, "max_tokens": max_tokens or self.max_tokens}
         if system:
             req["system"] = [{"type": "text", "text": system, "cache_control": EPHEMERAL}]
         if tools:
@@ -153,32 +170,25 @@ class ClaudeBackend:
 
     # ------------------------------------------------------------------------------------------ call
 
+    def check(self, timeout_s: float | None = 60.0) -> None:
+        """One free request (``GET /v1/models/{model}``) proving the key works and the model exists.
+
+        Raises :class:`LLMAPIError` with the fix (a rejected key: 401; an unknown model id: 404); transient
+        failures are retried as for :meth:`complete`.
+        """
+        self._retrying(lambda timeout: self.client.models.retrieve(self.model, timeout=timeout), timeout_s)
+
     def complete(self, *, system: str, messages: list[dict[str, Any]], tools: list[ToolSpec],
-                 max_tokens: int = 4096) -> LLMResponse:
-        """One assistant turn. Retries transient failures (tenacity); raises :class:`LLMAPIError` for good."""
+                 max_tokens: int | None = None, timeout_s: float | None = None) -> LLMResponse:
+        """One assistant turn. Retries transient failures (tenacity); raises :class:`LLMAPIError` for good.
+
+        ``max_tokens``: this call's output limit (default: the backend's). ``timeout_s``: finish within this
+        many seconds, retries included, else raise :class:`LLMDeadlineError`.
+        """
         req = self.build_request(system=system, messages=messages, tools=tools, max_tokens=max_tokens)
         start = time.monotonic()
-        retrying = Retrying(stop=stop_after_attempt(self.max_retries + 1), wait=self._wait,
-                            retry=retry_if_exception(lambda e: self._classify(e, 0)[0]), sleep=self._sleep,
-                            before_sleep=self._record_retry, reraise=True)
-        try:
-            for attempt in retrying:
-                with attempt:
-                    self.totals.attempts += 1
-                    msg = self._send(req)
-        except Exception as e:  # classify; anything not from the SDK propagates unchanged
-            n = retrying.statistics.get("attempt_number", 1)
-            retry, failure = self._classify(e, n)
-            if failure is None:
-                raise
-            if not retry:
-                raise failure from e
-            raise LLMAPIError(
-                f"Claude API failed after {n} attempts; last error: {failure.what}",
-                fix="wait and rerun (interp-agent resume RUN continues the run), raise --max-retries, "
-                    "or use --planner offline",
-                status_code=failure.status_code, error_type=failure.error_type, attempts=n) from e
-        attempts = retrying.statistics["attempt_number"]
+        msg, attempts = self._retrying(lambda timeout: self._send(req, timeout, start + timeout_s
+                                                                  if timeout_s is not None else None), timeout_s)
         try:
             resp = self._to_response(msg, latency_s=time.monotonic() - start, attempts=attempts)
         except (TypeError, AttributeError, ValueError) as e:  # a 200 whose body is not a Message
@@ -188,12 +198,63 @@ class ClaudeBackend:
         self._account(resp)
         return resp
 
-    def _send(self, req: dict[str, Any]) -> Any:
-        """One HTTP attempt (streamed or not); the SDK's own retries are off (``max_retries=0``)."""
+    def _retrying(self, call: Callable[[float], Any], timeout_s: float | None) -> tuple[Any, int]:
+        """``call(http_timeout)`` with retries; returns ``(its value, attempts)``. Within ``timeout_s`` if given:
+        each attempt's HTTP timeout is what is left, and no retry starts (or sleeps) past the deadline."""
+        deadline = time.monotonic() + timeout_s if timeout_s is not None else None
+        out_of_time = False
+
+        def stop(state: RetryCallState) -> bool:
+            nonlocal out_of_time
+            if state.attempt_number > self.max_retries:
+                return True
+            out_of_time = deadline is not None and time.monotonic() + (state.upcoming_sleep or 0.0) >= deadline
+            return out_of_time
+
+        retrying = Retrying(stop=stop, wait=self._wait,
+                            retry=retry_if_exception(lambda e: self._classify(e, 0)[0]), sleep=self._sleep,
+                            before_sleep=self._record_retry, reraise=True)
+        try:
+            for attempt in retrying:
+                with attempt:
+                    self.totals.attempts += 1
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise LLMDeadlineError(
+                            f"the run's wall-clock budget ran out during a Claude API call "
+                            f"({timeout_s:.0f} s were left)", fix="raise --max-wall-s")
+                    value = call(self.timeout if left is None else max(0.001, min(self.timeout, left)))
+        except LLMDeadlineError:
+            raise
+        except Exception as e:  # classify; anything not from the SDK propagates unchanged
+            n = retrying.statistics.get("attempt_number", 1)
+            retry, failure = self._classify(e, n)
+            if failure is None:
+                raise
+            if retry and (out_of_time or (deadline is not None and time.monotonic() >= deadline)):
+                raise LLMDeadlineError(
+                    f"the run's wall-clock budget ran out during a Claude API call after {n} attempt(s); last "
+                    f"error: {failure.what}", fix="raise --max-wall-s", status_code=failure.status_code,
+                    error_type=failure.error_type, attempts=n) from e
+            if not retry:
+                raise failure from e
+            raise LLMAPIError(
+                f"Claude API failed after {n} attempts; last error: {failure.what}",
+                fix="wait until the API answers again, then `interp-agent resume RUN` continues the run "
+                    "(or use --planner offline)",
+                status_code=failure.status_code, error_type=failure.error_type, attempts=n) from e
+        return value, retrying.statistics["attempt_number"]
+
+    def _send(self, req: dict[str, Any], timeout: float, deadline: float | None) -> Any:
+        """One HTTP attempt (streamed or not); the SDK's own retries are off (``max_retries=0``). ``timeout``
+        bounds the attempt's connect and each read; a stream also stops at ``deadline`` (a monotonic time)."""
         if self.stream:
-            with self.client.messages.stream(**req) as s:
+            with self.client.messages.stream(**req, timeout=timeout) as s:
+                for _ in s:
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise self._anthropic.APITimeoutError(request=s.response.request)
                 return s.get_final_message()
-        return self.client.messages.create(**req)
+        return self.client.messages.create(**req, timeout=timeout)
 
     def _wait(self, state: RetryCallState) -> float:
         """Seconds before the next attempt: the server's ``retry-after``, else backoff with jitter."""

@@ -44,6 +44,7 @@ from agent.log.events import (
     SCHEMA_VERSION,
     BudgetEvent,
     ClusterEvent,
+    ComponentsEvent,
     ConclusionEvent,
     ErrorEvent,
     EvaluationEvent,
@@ -56,6 +57,7 @@ from agent.log.events import (
     LogError,
     LogSchemaError,
     RunFinishedEvent,
+    RunResumedEvent,
     RunStartedEvent,
     ToolCallEvent,
     collect_versions,
@@ -66,8 +68,8 @@ from agent.log.store import RunLog, read_events
 
 __all__ = [
     "EVENTS_FILE", "EVENT_ADAPTER", "EVENT_TYPES", "KINDS", "SCHEMA_MAJOR", "SCHEMA_VERSION", "BudgetEvent",
-    "ClusterEvent", "ConclusionEvent", "ErrorEvent", "EvaluationEvent", "Event", "ExecutionResultEvent",
+    "ClusterEvent", "ComponentsEvent", "ConclusionEvent", "ErrorEvent", "EvaluationEvent", "Event", "ExecutionResultEvent",
     "HypothesisEvent", "HypothesisStatus", "LLMRequestEvent", "LLMResponseEvent", "LogError", "LogSchemaError",
-    "RunFinishedEvent", "RunLog", "RunStartedEvent", "ToolCallEvent", "collect_versions", "new_run_id",
+    "RunFinishedEvent", "RunLog", "RunResumedEvent", "RunStartedEvent", "ToolCallEvent", "collect_versions", "new_run_id",
     "read_events", "sha256_text",
 ]

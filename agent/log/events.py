@@ -22,8 +22,10 @@ from agent.llm.types import ContentBlock, Usage
 from tools.components import Component
 from tools.errors import InterpAgentError
 
-SCHEMA_VERSION = "1.0"
-"""The version this code writes. Readers accept any ``1.x``; a newer minor's unknown fields are dropped."""
+SCHEMA_VERSION = "1.1"
+"""The version this code writes. Readers accept any ``1.x``; a newer minor's unknown fields are dropped.
+
+1.1 added the ``components`` and ``run_resumed`` event kinds (a 1.0 log has neither and reads as before)."""
 SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
 EVENTS_FILE = "events.jsonl"
 
@@ -99,6 +101,36 @@ class RunStartedEvent(_Event):
     @classmethod
     def _norm_circuit(cls, v: list[str] | None) -> list[str] | None:
         return None if v is None else [str(Component.parse(c)) for c in v]
+
+
+class ComponentsEvent(_Event):
+    """The components the run will investigate, in order (``--circuit``, or what localisation kept): so a
+    run interrupted early still says which components are pending."""
+
+    kind: Literal["components"] = "components"
+    components: list[str]
+    """The components, in the order they are investigated (component grammar)."""
+    source: Literal["circuit", "localisation"] = "localisation"
+    """Where the list came from: the user's ``--circuit`` or the localisation sweep."""
+
+    @field_validator("components")
+    @classmethod
+    def _norm_components(cls, v: list[str]) -> list[str]:
+        return [str(Component.parse(c)) for c in v]
+
+
+class RunResumedEvent(_Event):
+    """``resume`` continued the run with a new budget (appended by the runner, not by a graph node)."""
+
+    kind: Literal["run_resumed"] = "run_resumed"
+    budget: dict[str, Any] = Field(default_factory=dict)
+    """The budget from now on (:class:`agent.budget.Budget` as JSON); it replaces ``run_started``'s."""
+    reopened: bool = False
+    """True when the run had finished on a budget limit and goes on with the larger one: the components
+    that limit stopped are investigated again, then the run clusters and reports again (later ``conclusion``,
+    ``cluster`` and ``run_finished`` events supersede the earlier ones)."""
+    reason: str = ""
+    """What the resume changed, in words."""
 
 
 class LLMRequestEvent(_Event):
@@ -332,20 +364,21 @@ class RunFinishedEvent(_Event):
 
     kind: Literal["run_finished"] = "run_finished"
     status: Literal["completed", "budget", "error", "interrupted"]
-    """``completed``; ``budget`` (a run-level limit stopped it); ``error``; ``interrupted`` (Ctrl-C)."""
+    """``completed``; ``budget`` (a run-level limit stopped it); ``error`` (it could not go on, e.g. the
+    localisation failed); ``interrupted`` (accepted in logs; a paused run logs no ``run_finished``)."""
     summary: str = ""
     """A few sentences: what was found."""
 
 
 EVENT_TYPES: tuple[type[_Event], ...] = (
-    RunStartedEvent, LLMRequestEvent, LLMResponseEvent, ToolCallEvent, ExecutionResultEvent,
-    HypothesisEvent, ConclusionEvent, ClusterEvent, BudgetEvent, ErrorEvent, EvaluationEvent,
+    RunStartedEvent, ComponentsEvent, RunResumedEvent, LLMRequestEvent, LLMResponseEvent, ToolCallEvent,
+    ExecutionResultEvent, HypothesisEvent, ConclusionEvent, ClusterEvent, BudgetEvent, ErrorEvent, EvaluationEvent,
     RunFinishedEvent,
 )
 Event = Annotated[
-    RunStartedEvent | LLMRequestEvent | LLMResponseEvent | ToolCallEvent | ExecutionResultEvent
-    | HypothesisEvent | ConclusionEvent | ClusterEvent | BudgetEvent | ErrorEvent | EvaluationEvent
-    | RunFinishedEvent,
+    RunStartedEvent | ComponentsEvent | RunResumedEvent | LLMRequestEvent | LLMResponseEvent | ToolCallEvent
+    | ExecutionResultEvent | HypothesisEvent | ConclusionEvent | ClusterEvent | BudgetEvent | ErrorEvent
+    | EvaluationEvent | RunFinishedEvent,
     Field(discriminator="kind"),
 ]
 """Any event; validate a dict with :data:`EVENT_ADAPTER`."""

@@ -95,7 +95,7 @@ class OfflineBackend:
     model = "offline-systematic-v1"
 
     def complete(self, *, system: str, messages: list[dict[str, Any]], tools: list[Any],
-                 max_tokens: int = 4096) -> LLMResponse:
+                 max_tokens: int | None = None, timeout_s: float | None = None) -> LLMResponse:
         brief = parse_brief(messages[0]["content"] if isinstance(messages[0]["content"], str) else "")
         comp = brief.get("COMPONENT")
         if not comp:

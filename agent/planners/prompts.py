@@ -83,3 +83,38 @@ def parse_brief(text: str) -> dict[str, str]:
         if sep and key.isupper():
             out[key] = value.strip()
     return out
+
+
+CLUSTER_SYSTEM_PROMPT = """\
+You are a careful mechanistic-interpretability researcher. The components of a language model's circuit \
+have each been investigated and given a role, in free text. Group them by function: components that do \
+the same thing for the task go in one group even when their role labels are worded differently \
+(e.g. "copies the IO name into the logits" and "Copies IO name into logits."); components with different \
+functions go in different groups, however similar their labels look. Call group_components exactly once, \
+with every component in exactly one group, a short role label as each group's name and an explanation of \
+what the members share, in task terms.
+"""
+
+
+def cluster_brief(question: str, task: str, conclusions: dict[str, dict], explanation_chars: int = 600) -> str:
+    """The clustering request: the question, then one block per concluded component (role, confidence and
+    the explanation, cut to ``explanation_chars``).
+
+    >>> print(cluster_brief("q?", "toy-ioi", {"L1H0": {"role": "name mover", "confidence": 0.8,
+    ...                                                 "explanation": "writes IO"}}))
+    QUESTION: q?
+    TASK: toy-ioi
+    <BLANKLINE>
+    COMPONENT L1H0 (confidence 0.80): name mover
+      writes IO
+    <BLANKLINE>
+    Group these 1 component(s) by function with group_components.
+    """
+    lines = [f"QUESTION: {question}", f"TASK: {task}", ""]
+    for comp, c in conclusions.items():
+        expl = " ".join(str(c.get("explanation", "")).split())
+        if len(expl) > explanation_chars:
+            expl = expl[: explanation_chars - 1] + "…"
+        lines += [f"COMPONENT {comp} (confidence {float(c.get('confidence', 0.0)):.2f}): {c['role']}", f"  {expl}"]
+    lines += ["", f"Group these {len(conclusions)} component(s) by function with group_components."]
+    return "\n".join(lines)

@@ -10,7 +10,7 @@ an ``error`` event and re-raises. Wrapping guarantees the log has exactly what r
 >>> from agent.llm.types import LLMResponse, TextBlock
 >>> class Echo:
 ...     name, model = "offline", "echo"
-...     def complete(self, *, system, messages, tools, max_tokens=4096):
+...     def complete(self, *, system, messages, tools, max_tokens=None, timeout_s=None):
 ...         return LLMResponse(content=[TextBlock(text=str(len(messages)))], stop_reason="end_turn")
 >>> log = RunLog(tempfile.mkdtemp())
 >>> llm = RecordingBackend(Echo(), log)
@@ -44,14 +44,15 @@ class RecordingBackend:
         self._sent = 0  # messages already logged (the conversation grows by appending)
 
     def complete(self, *, system: str, messages: list[dict[str, Any]], tools: list[ToolSpec],
-                 max_tokens: int = 4096) -> LLMResponse:
+                 max_tokens: int | None = None, timeout_s: float | None = None) -> LLMResponse:
         delta = messages[self._sent:] if len(messages) >= self._sent else list(messages)
         self.log.append(LLMRequestEvent(backend=self.name, model=self.model, system_sha256=sha256_text(system),
                                         n_messages=len(messages), messages=delta, tools=[t.name for t in tools],
                                         max_tokens=max_tokens, component=self.component))
         self._sent = len(messages)
         try:
-            r = self.inner.complete(system=system, messages=messages, tools=tools, max_tokens=max_tokens)
+            r = self.inner.complete(system=system, messages=messages, tools=tools, max_tokens=max_tokens,
+                                    timeout_s=timeout_s)
         except Exception as e:
             self.log.append(ErrorEvent(where=f"llm.{self.name}", message=str(e), recoverable=False,
                                        error_type=type(e).__name__, component=self.component))

@@ -56,7 +56,7 @@ class ReplayBackend:
         return len(self._pairs) - self._next
 
     def complete(self, *, system: str, messages: list[dict[str, Any]], tools: list[ToolSpec],
-                 max_tokens: int = 4096) -> LLMResponse:
+                 max_tokens: int | None = None, timeout_s: float | None = None) -> LLMResponse:
         """The next recorded turn; :class:`ReplayDivergence` when the log is exhausted or the call diverges."""
         k = self._next
         if k >= len(self._pairs):
