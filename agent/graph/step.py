@@ -185,9 +185,6 @@ def validate(name: str, raw: Any) -> tuple[Any | None, str]:
 def check_call(ctx: RunContext, component: str, name: str, tool: Any) -> str | None:
     """What is wrong with a valid-looking call in this run, or None: a component the model does not have
     (``ctx.model_shape``), or a hypothesis / conclusion about another component than the one investigated."""
-    if isinstance(tool, RecordHypothesis | ConcludeComponent) and tool.component != component:
-        verb = "record hypotheses about" if isinstance(tool, RecordHypothesis) else "conclude"
-        return f"you are investigating {component}; {verb} {component} (not {tool.component})"
     if ctx.model_shape is not None:
         n_layers, n_heads = ctx.model_shape
         bad = []
@@ -199,6 +196,9 @@ def check_call(ctx: RunContext, component: str, name: str, tool: Any) -> str | N
         if bad:
             return (f"Invalid input for tool {name!r}: the model has {n_layers} layers x {n_heads} heads (layers and "
                     f"heads count from 0): " + "; ".join(bad) + ". Fix the components and call the tool again.")
+    if isinstance(tool, RecordHypothesis | ConcludeComponent) and tool.component != component:
+        verb = "record hypotheses about" if isinstance(tool, RecordHypothesis) else "conclude"
+        return f"you are investigating {component}; {verb} {component} (not {tool.component})"
     return None
 
 

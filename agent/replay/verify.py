@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agent.config import KernelOptions
+from agent.config import KernelOptions, RunConfig
 from agent.kernel import SandboxFactory, default_sandbox_factory, setup_cells
 from agent.log import EVENTS_FILE, LogError, LogSchemaError, read_events
 from agent.replay.compare import ATOL, RTOL, Mismatch, compare_results
@@ -124,6 +124,20 @@ def setup_cells_for(started: Any) -> list[str]:
     return setup_cells(started.model, started.task, n, started.seed)
 
 
+def logged_cell_timeout(started: Any) -> float:
+    """The per-cell timeout the run used: ``config["run"]["cell_timeout_s"]`` (where :class:`RunConfig` logs it),
+    else a top-level ``cell_timeout_s``, else :class:`RunConfig`'s default.
+
+    >>> from agent.log import RunStartedEvent
+    >>> logged_cell_timeout(RunStartedEvent(run_id="r", question="q", model="m", planner="offline",
+    ...                                     config={"run": {"cell_timeout_s": 7}}))
+    7.0
+    """
+    cfg = started.config or {}
+    value = (cfg.get("run") or {}).get("cell_timeout_s") or cfg.get("cell_timeout_s")
+    return float(value or RunConfig.model_fields["cell_timeout_s"].default)
+
+
 def logged_unsafe(started: Any) -> bool:
     """Whether the original run's kernel ran without isolation (then its replay may too)."""
     iso = (started.isolation or "").lower()
@@ -147,7 +161,7 @@ def verify(run_dir: str | Path, *, sandbox_factory: SandboxFactory | None = None
     setup = setup_cells_for(started)
     unsafe = logged_unsafe(started) if unsafe_no_isolation is None else unsafe_no_isolation
     factory = sandbox_factory or default_sandbox_factory
-    timeout = timeout_s or float((started.config or {}).get("cell_timeout_s") or 600.0)
+    timeout = timeout_s or logged_cell_timeout(started)
     report = VerifyReport(run_id=started.run_id, cells=len(view.cells), original_wall_s=view.usage.wall_s,
                           rtol=rtol, atol=atol)
     workspace = Path(tempfile.mkdtemp(prefix=f"replay-{started.run_id}-"))
