@@ -16,6 +16,8 @@ limit              scope        effect when hit
 =================  ===========  ============================================================
 
 In every case the run still clusters and reports what it has, and the log gets a ``budget`` event.
+``interp-agent resume RUN --budget-usd X`` (or another larger run-wide limit) continues a run a run-wide
+limit stopped (see :func:`agent.run.resume_run`); the limits count what the run spent before.
 
 >>> b = Budget(max_steps=3, max_usd=1.0)
 >>> u = BudgetUsage(steps=3, usd=0.2)

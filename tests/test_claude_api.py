@@ -412,19 +412,14 @@ def test_status_of_an_interrupted_run_lists_every_localised_component(tmp_path):
     assert len(st["pending"]) >= 5 and set(st["pending"]) >= {"L1H0", "L0H1", "L0H2"}
 
 
-def test_a_budget_stop_resumes_with_a_larger_budget(tmp_path, claude, capsys):
+def test_a_budget_stop_resumes_with_a_larger_budget(tmp_path, claude, capsys, monkeypatch):
     claude.script([tool_turn("ablate", {"components": ["L1H0"]}, input_tokens=50_000, output_tokens=5_000)])
     out = start_run(_cfg(tmp_path, budget=Budget(max_usd=0.01)), sandbox_factory=fake_factory())
     assert out.status == "budget"
     claude.script([turn(conclude("L1H0", evidence=[3])), turn(conclude("L0H1", role="previous token")),
                    group(("name mover", ["L1H0"]), ("previous token", ["L0H1"]))])
-    import agent.run
-
-    agent.run.default_sandbox_factory, saved = fake_factory(), agent.run.default_sandbox_factory
-    try:
-        code = main(["--json", "resume", out.run_dir, "--budget-usd", "5"])
-    finally:
-        agent.run.default_sandbox_factory = saved
+    monkeypatch.setattr("agent.run.default_sandbox_factory", fake_factory())
+    code = main(["--json", "resume", out.run_dir, "--budget-usd", "5"])
     doc = json.loads(capsys.readouterr().out)
     assert code == 0 and doc["status"] == "completed"
     assert {c: v["role"] for c, v in doc["conclusions"].items()} == {"L1H0": "name mover", "L0H1": "previous token"}

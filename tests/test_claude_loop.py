@@ -53,9 +53,6 @@ def test_claude_drives_full_investigation_with_retries_malformed_input_and_step_
         tool_turn("attention", {"head": "L0H1"}),
         tool_turn("ablate", {"components": ["L0H1"]}),
         tool_turn("patch", {"components": ["L0H1"], "positions": ["S2"]}),
-        # clustering: one call grouping the concluded components
-        tool_turn("group_components", {"clusters": [{"name": "name mover", "components": ["L1H0"],
-                                                     "explanation": "writes the IO name"}]}),
     ])
     out = start_run(_cfg(tmp_path, circuit=["L1H0", "L0H1"], budget=Budget(max_steps=4)),
                     sandbox_factory=fake_factory())
@@ -66,7 +63,7 @@ def test_claude_drives_full_investigation_with_retries_malformed_input_and_step_
     assert out.conclusions["L0H1"]["inconclusive_reason"] == "budget"
 
     reqs = fake.message_requests
-    assert len(reqs) == 11  # 8 turns + the clustering call + the 429 and the 500, each retried once
+    assert len(reqs) == 10  # 8 turns + the 429 and the 500, each retried once
     assert sleeps and sleeps[0] >= 0.5  # retry-after honoured
     # the system prompt is cached; tools are the planner's schemas
     body = reqs[1].body
@@ -82,7 +79,7 @@ def test_claude_drives_full_investigation_with_retries_malformed_input_and_step_
     events = read_events(out.run_dir)
     assert [e.seq for e in events] == list(range(len(events)))
     responses = [e for e in events if e.kind == "llm_response"]
-    assert len(responses) == 9 and [r.attempts for r in responses[:2]] == [2, 2]
+    assert len(responses) == 8 and [r.attempts for r in responses[:2]] == [2, 2]
     assert all(r.usage.input_tokens == 100 and r.cost_usd is not None for r in responses)
     hit = [e for e in events if e.kind == "budget" and e.limit_hit]
     assert [(e.component, e.limit_hit) for e in hit] == [("L0H1", "component_steps")]

@@ -102,6 +102,9 @@ def run_cell(cell: Cell, cfg: BenchConfig, home: str | None = None) -> CellResul
                        sandbox=cfg.sandbox, unsafe_no_isolation=cfg.unsafe_no_isolation, **kwargs)
         outcome = start_run(rc)
         run_dir = outcome.run_dir
+        if outcome.status == "interrupted":  # the LLM API failed for good: not a result (a rerun redoes the cell)
+            return CellResult(**base, status="error", note=f"paused: {outcome.reason}"[:500], run_dir=run_dir,
+                              wall_s=time.monotonic() - t0)
         ev = evaluate_run(run_dir, n_null=cfg.n_null, judge=default_judge(cfg.judge))
         return CellResult(**base, status="ok", run_dir=run_dir, scores=ev["scores"], wall_s=time.monotonic() - t0)
     except Exception as e:  # noqa: BLE001 - a failed cell is a result, not a crashed benchmark

@@ -11,11 +11,13 @@
   redundancy check.
 * **step** (:mod:`agent.graph.step`): one planner turn for the current component; its tool calls go
   through the handler table :data:`agent.graph.step.HANDLERS`. The loop repeats until the component is
-  concluded, the planner stops, or a budget limit is reached.
+  concluded, the planner stops, or a budget limit is reached. An LLM failure that survives the retries
+  raises :class:`agent.state.RunPaused` (the run stops as ``interrupted``; ``resume`` re-runs the node).
 * **end_component**: a component without a conclusion gets one: ``inconclusive`` with the reason
-  (``budget``, ``error``, ``no conclusion``); plus a ``budget`` event with the counters.
-* **cluster**: components grouped by role label (the offline planner's labels come from evidence
-  signatures); each cluster is named and explained.
+  (``budget``, ``no conclusion``...); plus a ``budget`` event with the counters.
+* **cluster**: components grouped by function: by the LLM planner in one logged call, else by normalised
+  role label (the offline planner's labels come from evidence signatures); each cluster is named and
+  explained (see :mod:`agent.graph.nodes`).
 * **report**: ``run_finished``, then ``report.md`` in the run dir, derived from the log only.
 
 Nodes are small functions ``(state, runtime) -> partial state``; the backend, sandbox and log come in

@@ -2,7 +2,8 @@
 
 **Clustering.** With the ``claude`` planner (and when replaying a run that did so), the concluded components
 go to the LLM in one request (system :data:`agent.planners.prompts.CLUSTER_SYSTEM_PROMPT`, the tool
-``group_components``), logged like every LLM turn, so the ``replay`` planner feeds the grouping back: free-text
+``group_components``; two or more components), logged like every LLM turn, so the ``replay`` planner feeds the
+grouping back: free-text
 roles worded differently ("copies the IO name into the logits", "Copies IO name into logits.") end up in
 one cluster. A grouping that leaves out a component, names an unknown one or puts one in two groups goes
 back to the model with the problems (once); if it is still unusable, or the planner is offline, or a
@@ -180,7 +181,7 @@ def cluster(state: ResearchState, runtime: Runtime[RunContext]) -> dict:
     usage = usage_of(state, ctx)
     limit = exceeded(ctx.budget, usage)
     groups = None
-    if members and ctx.cluster_with_llm and not state.get("run_limit") and not (limit and limit.run_wide):
+    if len(members) > 1 and ctx.cluster_with_llm and not state.get("run_limit") and not (limit and limit.run_wide):
         groups = llm_groups(state, ctx, members, concl, usage)
     if groups is None:
         groups = label_groups(members, concl)

@@ -39,7 +39,7 @@ from agent.actions import EXPERIMENT_TOOLS, TOOLS, ConcludeComponent, RecordHypo
 from agent.budget import BudgetUsage, Limit, exceeded
 from agent.graph.cells import execute_cell, tool_result_payload
 from agent.llm.base import LLMDeadlineError, validate_tool_input
-from agent.llm.text import ERROR_CHARS, for_model
+from agent.llm.text import cap, for_model
 from agent.llm.types import LLMResponse, ToolUseBlock, tool_result
 from agent.log import (
     ConclusionEvent,
@@ -307,8 +307,8 @@ def step(state: ResearchState, runtime: Runtime[RunContext]) -> dict:
         if tool is not None:
             err = check_call(ctx, comp, tu.name, tool) or ""
         if err:
-            ctx.journal.emit(ErrorEvent(where=f"tool.{tu.name}", message=for_model(err, ERROR_CHARS, turn.roots),
-                                        recoverable=True, component=comp))
+            ctx.journal.emit(ErrorEvent(where=f"tool.{tu.name}", message=cap(err, 20_000), recoverable=True,
+                                        component=comp))
             turn.reply(tu, err, is_error=True)
             continue
         HANDLERS[tu.name].run(ctx, turn, tu, tool)
