@@ -142,6 +142,18 @@ def test_2_an_api_failure_pauses_the_run_and_resume_finishes_it(tmp_path, claude
     assert sum(1 for e in events if e.kind == "run_finished") == 1
 
 
+def test_2_a_failure_of_the_clustering_call_pauses_too(tmp_path, claude):
+    claude.script([turn(conclude("L1H0")), turn(conclude("L0H1", role="previous token"))] +
+                  [overloaded() for _ in range(3)])
+    out = start_run(_cfg(tmp_path), sandbox_factory=fake_factory())
+    assert out.status == "interrupted" and not any(e.kind == "cluster" for e in read_events(out.run_dir))
+    claude.script([group(("name mover", ["L1H0"]), ("previous token", ["L0H1"]))])
+    again = resume_run(out.run_dir, sandbox_factory=fake_factory())
+    assert again.status == "completed" and len(again.clusters) == 2
+    events = read_events(out.run_dir)
+    assert sum(1 for e in events if e.kind == "llm_request" and e.component is None) == 1
+
+
 def test_3_cli_exits_non_zero_with_one_line_when_paused(tmp_path, claude, capsys, monkeypatch):
     monkeypatch.setattr("agent.run.default_sandbox_factory", fake_factory())
     claude.script([overloaded() for _ in range(3)])

@@ -170,13 +170,14 @@ class ClaudeBackend:
 
     # ------------------------------------------------------------------------------------------ call
 
-    def check(self, timeout_s: float | None = 60.0) -> None:
+    def check(self) -> None:
         """One free request (``GET /v1/models/{model}``) proving the key works and the model exists.
 
         Raises :class:`LLMAPIError` with the fix (a rejected key: 401; an unknown model id: 404); transient
         failures are retried as for :meth:`complete`.
         """
-        self._retrying(lambda timeout: self.client.models.retrieve(self.model, timeout=timeout), timeout_s)
+        self._retrying(lambda timeout: self.client.models.retrieve(self.model, timeout=timeout), None,
+                       gave_up="wait until the API answers again and rerun, or use --planner offline")
 
     def complete(self, *, system: str, messages: list[dict[str, Any]], tools: list[ToolSpec],
                  max_tokens: int | None = None, timeout_s: float | None = None) -> LLMResponse:
@@ -198,9 +199,12 @@ class ClaudeBackend:
         self._account(resp)
         return resp
 
-    def _retrying(self, call: Callable[[float], Any], timeout_s: float | None) -> tuple[Any, int]:
+    def _retrying(self, call: Callable[[float], Any], timeout_s: float | None,
+                  gave_up: str = "wait until the API answers again, then `interp-agent resume RUN` continues the run "
+                                 "(or use --planner offline)") -> tuple[Any, int]:
         """``call(http_timeout)`` with retries; returns ``(its value, attempts)``. Within ``timeout_s`` if given:
-        each attempt's HTTP timeout is what is left, and no retry starts (or sleeps) past the deadline."""
+        each attempt's HTTP timeout is what is left, and no retry starts (or sleeps) past the deadline.
+        ``gave_up``: the fix of the error raised when the retries are exhausted."""
         deadline = time.monotonic() + timeout_s if timeout_s is not None else None
         out_of_time = False
 
@@ -239,9 +243,7 @@ class ClaudeBackend:
             if not retry:
                 raise failure from e
             raise LLMAPIError(
-                f"Claude API failed after {n} attempts; last error: {failure.what}",
-                fix="wait until the API answers again, then `interp-agent resume RUN` continues the run "
-                    "(or use --planner offline)",
+                f"Claude API failed after {n} attempts; last error: {failure.what}", fix=gave_up,
                 status_code=failure.status_code, error_type=failure.error_type, attempts=n) from e
         return value, retrying.statistics["attempt_number"]
 
