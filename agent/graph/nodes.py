@@ -21,7 +21,7 @@ from langgraph.runtime import Runtime
 
 from agent.actions import CLUSTER_TOOL, GroupComponents, cluster_spec
 from agent.budget import BudgetUsage, Limit, exceeded
-from agent.graph.step import Stop, ask, assistant_message, remind, usage_of
+from agent.graph.step import Stop, ask, remind, take_turn, usage_of
 from agent.llm.base import validate_tool_input
 from agent.llm.text import BRIEF_CHARS, ERROR_CHARS, for_model
 from agent.llm.types import tool_result
@@ -143,12 +143,7 @@ def llm_groups(state: ResearchState, ctx: RunContext, members: list[str], concl:
         resp = ask(ctx, None, messages, system=CLUSTER_SYSTEM_PROMPT, specs=[cluster_spec()])
         if resp is None:
             return None  # the wall-clock budget ran out (logged)
-        usage.input_tokens += resp.usage.total_input_tokens
-        usage.output_tokens += resp.usage.output_tokens
-        usage.usd += resp.cost_usd or 0.0
-        reply = assistant_message(resp)
-        if reply is not None:
-            messages.append(reply)
+        take_turn(usage, resp, messages)
         results = []
         for k, tu in enumerate(resp.tool_uses):
             plan, err = validate_tool_input(GroupComponents, tu.input, name=CLUSTER_TOOL) \

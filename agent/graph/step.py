@@ -254,6 +254,16 @@ def assistant_message(resp: LLMResponse) -> dict[str, Any] | None:
     return {"role": "assistant", "content": [b.model_dump() for b in blocks]}
 
 
+def take_turn(usage: BudgetUsage, resp: LLMResponse, messages: list[dict[str, Any]]) -> None:
+    """Count the turn's tokens and cost in ``usage`` and append it to ``messages`` (unless it is empty)."""
+    usage.input_tokens += resp.usage.total_input_tokens
+    usage.output_tokens += resp.usage.output_tokens
+    usage.usd += resp.cost_usd or 0.0
+    reply = assistant_message(resp)
+    if reply is not None:
+        messages.append(reply)
+
+
 def remind(messages: list[dict[str, Any]], text: str) -> None:
     """Add a reminder as a user message; after an empty turn (the last message is the user's), join it to
     that message, as the roles must alternate."""
@@ -286,12 +296,7 @@ def step(state: ResearchState, runtime: Runtime[RunContext]) -> dict:
         return {"limit_hit": str(Limit.WALL_S), "run_limit": str(Limit.WALL_S), "usage": usage.model_dump(),
                 "log_seq": ctx.journal.position}
     usage.steps += 1
-    usage.input_tokens += resp.usage.total_input_tokens
-    usage.output_tokens += resp.usage.output_tokens
-    usage.usd += resp.cost_usd or 0.0
-    reply = assistant_message(resp)
-    if reply is not None:
-        messages.append(reply)
+    take_turn(usage, resp, messages)
 
     turn = Turn(component=comp, roots=ctx.text_roots())
     cut = resp.stop_reason == "max_tokens"
