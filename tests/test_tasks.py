@@ -21,7 +21,7 @@ from tools.components import Component
 from tools.tiny import word_tokenizer
 
 DATA = Path(__file__).resolve().parents[1] / "evals" / "tasks" / "data"
-EXPECTED = {"toy-ioi", "toy-induction", "toy-greater-than", "planted-ioi", "planted-induction",
+EXPECTED = {"toy-ioi", "toy-induction", "toy-greater-than", "planted-ioi", "planted-induction", "planted-twin-induction",
             "ioi-gpt2-small", "greater-than-gpt2-small", "induction-gpt2-small", "docstring-attn-only-4l"}
 
 

@@ -194,6 +194,7 @@ def score_run(data: RunData, *, seed: int | None = None, n_prompts: int | None =
     if len(universe) >= 2:
         ic = interchange_matrix(model, batch, universe, metric, task=data.task, seed=seed, cache=cache)
         details["interchange"] = {"components": ic.components, "m0": ic.m0, "noise_floor": ic.noise_floor,
+                                  "version": ic.version,
                                   "undefined_components": ic.undefined_components,
                                   "I_sym": [[_nan(x) for x in row] for row in ic.sym().tolist()]}
         scores["ic_undefined_pairs"] = float(ic.n_undefined_sym)

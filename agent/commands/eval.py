@@ -20,6 +20,23 @@ def _split(s: str) -> list[str]:
     return [x.strip() for x in s.split(",") if x.strip()]
 
 
+def _show_interchange(details: dict, run_dir) -> None:
+    """Print the I_sym heat map (text) ordered by the agent's clusters; write it as interchange.png."""
+    import base64
+
+    from agent.commands.output import STATE, console
+    from agent.report.interchange_figure import interchange_figure, interchange_text
+
+    text = interchange_text(details)
+    if text is None or STATE.json:
+        return
+    console.print(text, markup=False, highlight=False)
+    fig = interchange_figure(details)
+    if fig is not None:
+        (run_dir / "interchange.png").write_bytes(base64.b64decode(fig.png_b64))
+        console.print(f"heat map (agent clusters beside reference clusters): {run_dir / 'interchange.png'}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_(
@@ -47,6 +64,7 @@ def register(app: typer.Typer) -> None:
         for k, v in res["scores"].items():
             t.add_row(k, "–" if v is None else f"{v:.4g}")
         emit({"run_dir": res["run_dir"], "scores": res["scores"]}, t)
+        _show_interchange(res["details"], run_dir)
 
     @app.command("bench")
     def bench(

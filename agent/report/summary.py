@@ -36,6 +36,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from agent.report.figures import figures_from_data
+from agent.report.interchange_figure import interchange_figure
 from agent.report.model import (
     CellRecord,
     Cluster,
@@ -160,6 +161,14 @@ def build_summary(run_dir: str | Path, view: RunView | None = None, figures: boo
     if figures:
         s.figures, notes = collect_figures(run_dir, s.cells)
         s.notes.extend(notes)
+        for e in v.evaluations[-1:]:  # the latest evaluation's interchangeability heat map
+            try:
+                fig = interchange_figure(e.details, e.seq)
+            except Exception as err:  # noqa: BLE001 - a figure must never break a report
+                s.notes.append(f"could not draw the interchangeability heat map: {type(err).__name__}: {err}")
+                continue
+            if fig is not None:
+                s.figures.append(fig)
     return s
 
 

@@ -6,7 +6,15 @@ Ground truth is exact: every head has one role (``GROUND_TRUTH``), including
   all-names...) and *large* outputs that have no effect at all, because they write only along the
   all-ones direction of the residual stream, which every LayerNorm removes (it subtracts the mean);
 - a **redundant pair**: two heads doing the same job with enough margin that ablating either alone
-  barely changes the logit difference, while ablating both breaks the task.
+  barely changes the logit difference, while ablating both breaks the task;
+- in ``planted-twin-induction``, the known answers that validate the interchangeability score
+  (:data:`KNOWN_ANSWERS`): two heads that share a role *and* an output subspace (truly
+  substitutable), two pairs of heads with the same label that write different subspaces (one feeds
+  another reader, one copies another half of the vocabulary), and a redundant pair.
+
+:data:`INTERCHANGE_TRUTH` is each model's ground-truth clustering for the interchangeability score:
+components are together exactly when either one's output can do the other's job. It differs from
+the role labels where (b)-type heads share a label but not a function.
 
 How the weights are built: the residual stream is split into named subspaces (token identity,
 position, "previous token", "duplicate" flag, "inhibit name", output), each a block of an orthonormal
@@ -19,7 +27,7 @@ untied and reads only the output subspace.
 ``python -m evals.zoo.planted`` writes the models into ``evals/zoo/models/`` (fast, deterministic).
 
 >>> sorted(GROUND_TRUTH)
-['planted-induction', 'planted-ioi']
+['planted-induction', 'planted-ioi', 'planted-twin-induction']
 >>> GROUND_TRUTH["planted-induction"]["L1H0"]
 'induction'
 """
@@ -54,13 +62,41 @@ GROUND_TRUTH: dict[str, dict[str, str]] = {
         "L1H0": "s-inhibition", "L1H1": "s-inhibition", "L1H2": "distractor", "L1H3": "distractor",
         "L2H0": "name mover", "L2H1": "distractor", "L2H2": "distractor", "L2H3": "distractor",
     },
+    "planted-twin-induction": {
+        "L0H0": "previous token", "L0H1": "previous token", "L0H2": "previous token", "L0H3": "distractor",
+        "L1H0": "induction", "L1H1": "induction", "L1H2": "induction", "L1H3": "induction",
+    },
 }
 """Model → component → role, exact by construction."""
 
 REDUNDANT_PAIRS: dict[str, tuple[str, str]] = {
     "planted-induction": ("L0H0", "L0H1"),
     "planted-ioi": ("L1H0", "L1H1"),
+    "planted-twin-induction": ("L0H0", "L0H1"),
 }
+
+INTERCHANGE_TRUTH: dict[str, dict[str, list[str]]] = {
+    "planted-induction": {"previous token": ["L0H0", "L0H1"], "induction": ["L1H0"]},
+    "planted-ioi": {"duplicate token": ["L0H0"], "s-inhibition": ["L1H0", "L1H1"], "name mover": ["L2H0"]},
+    "planted-twin-induction": {
+        "previous token → PREV": ["L0H0", "L0H1"], "previous token → PREV2": ["L0H2"],
+        "induction, all tokens": ["L1H0", "L1H1"], "induction, first half": ["L1H2"],
+        "induction, second half": ["L1H3"],
+    },
+}
+"""Model → ground-truth clustering for interchangeability (distractors left out: they have no job)."""
+
+KNOWN_ANSWERS: dict[str, dict[str, list[tuple[str, str]]]] = {
+    "planted-induction": {"redundant": [("L0H0", "L0H1")]},
+    "planted-ioi": {"redundant": [("L1H0", "L1H1")]},
+    "planted-twin-induction": {
+        "substitutable": [("L1H0", "L1H1")],
+        "same label, different subspace": [("L0H0", "L0H2"), ("L0H1", "L0H2"), ("L1H2", "L1H3")],
+        "redundant": [("L0H0", "L0H1")],
+    },
+}
+"""Model → kind of pair → pairs whose interchangeability is known: ``substitutable`` and ``redundant``
+pairs must score high (and be defined), ``same label, different subspace`` pairs low."""
 
 EXPLANATIONS: dict[str, dict[str, str]] = {
     "planted-induction": {
@@ -80,6 +116,16 @@ EXPLANATIONS: dict[str, dict[str, str]] = {
                         "(one of a redundant pair: either alone suffices).",
         "name mover": "Attends from END to names, except the inhibited one, and copies the attended name "
                       "into the output subspace the unembedding reads.",
+        "distractor": "Sharp attention pattern and large output, written only along the all-ones direction "
+                      "that LayerNorm removes: no effect on anything downstream.",
+    },
+    "planted-twin-induction": {
+        "previous token": "Attends from each position to the previous one and writes that token's identity into a "
+                          "'previous token' subspace: L0H0 and L0H1 write PREV (a redundant pair: either alone "
+                          "suffices), L0H2 writes a second subspace PREV2 that only L1H1 reads.",
+        "induction": "Attends from the current token to the position whose previous token matches it and writes "
+                     "that position's token into the output subspace: L1H0 (keys on PREV) and L1H1 (keys on PREV2) "
+                     "copy every token, L1H2 only the first half of the vocabulary and L1H3 only the second.",
         "distractor": "Sharp attention pattern and large output, written only along the all-ones direction "
                       "that LayerNorm removes: no effect on anything downstream.",
     },
@@ -309,7 +355,70 @@ def build_planted_ioi(seed: int = 0):
     return b.compile(tok), tok
 
 
-BUILDERS = {"planted-induction": build_planted_induction, "planted-ioi": build_planted_ioi}
+TWIN_TOKENS = [f"t{i:02d}" for i in range(40)]
+"""planted-twin-induction's token pool (40 tokens, so that five token-sized subspaces fit in d_model)."""
+
+
+def build_planted_twin_induction(seed: int = 0, ballast: float = 10.0, out_fraction: float = 0.4):
+    """``(model, tokenizer)``: PREV pair L0H0/L0H1 and PREV2 head L0H2 → four induction heads; known answers.
+
+    - L0H0, L0H1 write the previous token into PREV (0.5 each: a redundant pair); L0H2 writes it into
+      PREV2 (same label "previous token", different subspace, different reader);
+    - L1H0 (keys on PREV) and L1H1 (keys on PREV2) copy every token into OUT with equal weight: the
+      same role and output subspace (substitutable), both needed;
+    - L1H2 and L1H3 (keys on PREV) copy the first and the second half of the vocabulary: the same
+      label, disjoint output subspaces; each matters on the prompts whose answer is in its half;
+    - L0H3 is a distractor.
+
+    Every position carries a large constant ``ballast`` vector that nothing reads, so LayerNorm's gain
+    hardly depends on the heads' outputs and their effects on the logits add up (OUT is
+    ``out_fraction`` of the final residual's norm); otherwise LayerNorm's saturation would make the
+    two full copiers look redundant rather than additive.
+    """
+    from tools.tiny import word_tokenizer
+
+    tok = word_tokenizer(TWIN_TOKENS)
+    content = [tok.convert_tokens_to_ids(w) for w in TWIN_TOKENS]
+    half = len(content) // 2
+    b = _Builder(vocab=len(tok), n_layers=2, n_positions=32, seed=seed)
+    TOK, POS, CONST = b.idx("TOK", 0, b.V), b.idx("POS", 0, b.P), b.idx("CONST")
+    BAL = b.idx("BALLAST")
+    _embed(b)
+    b.wte[:, BAL] = ballast
+    PREV, PREV2, OUT = b.idx("PREV", 0, b.V), b.idx("PREV2", 0, b.V), b.idx("OUT", 0, b.V)
+    g0 = _gain(3 + ballast ** 2)  # token + position + constant + ballast
+    g1 = _gain(5 + ballast ** 2)  # ... + PREV (1) + PREV2 (1) after layer 0
+    share = out_fraction * math.sqrt(5 + ballast ** 2) / (3 * math.sqrt(1 - out_fraction ** 2))
+    rng = torch.Generator().manual_seed(seed + 13)
+    for h, (dst, w) in {0: (PREV, 0.5), 1: (PREV, 0.5), 2: (PREV2, 1.0)}.items():
+        for i in range(b.P):
+            b.q[0, h, POS + i, i] = 2.0 * S0 / g0
+            if i + 1 < b.P:
+                b.k[0, h, POS + i, i + 1] = 2.0 * S0 / g0
+        for j, t in enumerate(content + [tok.bos_token_id]):
+            b.v[0, h, TOK + t, j] = 1.0 / g0
+            b.o[0, h, j, dst + t] = w
+    sink = len(content)
+    copiers = {0: (PREV, content, 3.0), 1: (PREV2, content, 3.5), 2: (PREV, content[:half], 3.0),
+               3: (PREV, content[half:], 3.0)}
+    for h, (key, copies, w) in copiers.items():
+        kw = w * 8.0 / g1  # planted-induction's query/key product at its layer-1 gain of 8
+        for j, t in enumerate(content):
+            b.q[1, h, TOK + t, j] = kw
+            b.k[1, h, key + t, j] = kw
+        for j, t in enumerate(copies):
+            b.v[1, h, TOK + t, j] = 1.0 / g1
+            b.o[1, h, j, OUT + t] = share
+        b.q[1, h, CONST, sink] = kw
+        b.k[1, h, TOK + tok.bos_token_id, sink] = kw / 6
+    for t in content:
+        b.unembed[t, OUT + t] = 1.0
+    _distractor(b, 0, 3, "same-token", content, rng)
+    return b.compile(tok), tok
+
+
+BUILDERS = {"planted-induction": build_planted_induction, "planted-ioi": build_planted_ioi,
+            "planted-twin-induction": build_planted_twin_induction}
 
 
 def evaluate_planted(model, tok, task: str, n: int = 512, seed: int = 1_000_003) -> dict[str, float]:
@@ -339,12 +448,12 @@ def write_planted(name: str, out_root: Path | None = None) -> Path:
     cfg = model.config
     entry = {
         "name": name, "kind": "planted", "task": name,
-        "description": (build_planted_induction if name == "planted-induction" else build_planted_ioi).__doc__
-        .split("``: ")[-1],
+        "description": BUILDERS[name].__doc__.split("\n")[0].split("``: ")[-1],
         "architecture": "gpt2", "n_layers": cfg.n_layer, "n_heads": cfg.n_head, "d_model": cfg.n_embd,
         "params": sum(p.numel() for p in model.parameters()), **ev, "train_time_s": None, "train_steps": None,
         "seed": 0, "reference_source": "planted (exact)",
-        "extra": {"ground_truth": GROUND_TRUTH[name], "redundant_pair": list(REDUNDANT_PAIRS[name])},
+        "extra": {"ground_truth": GROUND_TRUTH[name], "redundant_pair": list(REDUNDANT_PAIRS[name]),
+                  "interchange_truth": INTERCHANGE_TRUTH[name]},
     }
     (out / "zoo.json").write_text(json.dumps(entry, indent=2) + "\n")
     return out
