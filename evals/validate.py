@@ -1,7 +1,7 @@
 """Validation harness for the interchangeability score: does it prefer the clusterings it should?
 
-``python -m evals.validate [TASK[=MODEL] ...]`` prints, for every task (default: the five zoo tasks
-and ``planted-twin-induction``) and each definition (``--definitions v1,v2``, old and new side by side):
+``python -m evals.validate [TASK[=MODEL] ...]`` prints, for every task (default: the zoo's tasks,
+:data:`DEFAULT_TASKS`) and each definition (``--definitions v1,v2``, old and new side by side):
 
 - the AUC of the task's clustering — the ground truth (:data:`evals.zoo.planted.INTERCHANGE_TRUTH`)
   on a planted model, else the reference roles without distractors;
@@ -49,7 +49,7 @@ from evals.interchange import (
 from evals.scores import ScoreError
 from tools.errors import InterpAgentError
 
-DEFAULT_TASKS = ["toy-ioi", "toy-induction", "toy-greater-than", "planted-ioi", "planted-induction",
+DEFAULT_TASKS = ["toy-ioi", "toy-induction", "toy-greater-than", "toy-pronoun", "planted-ioi", "planted-induction",
                  "planted-twin-induction"]
 MAX_ENUMERATED = 5000
 """Clusterings of the task's sizes are enumerated (best one, rank) only when there are at most this many."""

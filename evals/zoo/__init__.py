@@ -6,9 +6,10 @@ Two kinds, one interface:
   ``evals/zoo/train.py``
   (fixed seed, minutes on 2 CPU cores); their reference circuits come from project analysis
   (``evals/zoo/analysis.py``) and live in the task data.
-- **planted** (``planted-induction``, ``planted-ioi``): weights written by hand in
-  ``evals/zoo/planted.py`` so that named heads implement named roles exactly (ground truth), with
-  distractor heads and a redundant pair.
+- **planted** (``planted-induction``, ``planted-ioi``, ``planted-twin-induction``): weights written by
+  hand in ``evals/zoo/planted.py`` so that named heads implement named roles exactly (ground truth),
+  with distractor heads and a redundant pair; ``planted-twin-induction`` also holds the known answers
+  that validate the interchangeability score (``planted.KNOWN_ANSWERS``, ``planted.INTERCHANGE_TRUTH``).
 
 Each model is a directory ``evals/zoo/models/<name>/`` holding ``config.json``, ``model.safetensors``,
 an offline word-level tokenizer and ``zoo.json`` (this module's :class:`ZooEntry`).
