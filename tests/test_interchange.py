@@ -266,9 +266,15 @@ def twin_batch(twin_model):
 COMPS = ["L0H0", "L0H1", "L0H2", "L0H3", "L1H0", "L1H1", "L1H2", "MLP0", "MLP1"]
 
 
+@pytest.fixture(scope="session")
+def twin_results(twin_model, twin_batch) -> dict:
+    """Both definitions over COMPS (computed once: the v2 matrix is ~180 variants)."""
+    return {d: interchange_matrix(twin_model, twin_batch, COMPS, definition=d, cache=False) for d in ("v1", "v2")}
+
+
 @pytest.mark.parametrize("definition", ["v1", "v2"])
-def test_identical_heads_have_I_equal_one(twin_model, twin_batch, definition):
-    r = interchange_matrix(twin_model, twin_batch, COMPS, definition=definition, cache=False)
+def test_identical_heads_have_I_equal_one(twin_results, definition):
+    r = twin_results[definition]
     assert r.version == definition
     for a, b in (("L1H0", "L1H1"), ("L1H1", "L1H0"), ("L0H2", "L0H3"), ("L0H3", "L0H2")):
         assert r.I(a, b) == pytest.approx(1.0, abs=1e-5), (a, b)
@@ -278,8 +284,8 @@ def test_identical_heads_have_I_equal_one(twin_model, twin_batch, definition):
     assert np.nanmin(m) >= 0.0 and np.nanmax(m) <= 1.0
 
 
-def test_v1_swap_of_identical_outputs_reproduces_the_clean_metric(twin_model, twin_batch):
-    r = interchange_matrix(twin_model, twin_batch, COMPS, definition="v1", cache=False)
+def test_v1_swap_of_identical_outputs_reproduces_the_clean_metric(twin_results):
+    r = twin_results["v1"]
     assert r.m_swap["L1H0"]["L1H1"] == pytest.approx(r.m0, abs=1e-4)
     assert r.undefined_components == ["L1H2", "MLP0", "MLP1"]  # effects under 2% of m0
 
@@ -311,8 +317,8 @@ def test_metric_that_is_not_a_mean_over_prompts_is_refused(twin_model, twin_batc
         run_variants(twin_model, twin_batch, [{}], total, per_prompt=True)
 
 
-def test_twin_clustering_scores_auc_one_and_beats_null(twin_model, twin_batch):
-    r = interchange_matrix(twin_model, twin_batch, COMPS, cache=False)
+def test_twin_clustering_scores_auc_one_and_beats_null(twin_results):
+    r = twin_results["v2"]
     clusters = {"a": ["L1H0", "L1H1"], "b": ["L0H2", "L0H3"], "c": ["L0H0"], "d": ["L0H1"], "e": ["L1H2"],
                 "f": ["MLP0"], "g": ["MLP1"]}
     s = score_clustering(r, clusters, n_null=200, seed=0)

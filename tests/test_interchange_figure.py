@@ -46,3 +46,16 @@ def test_report_shows_the_latest_evaluation_heat_map(tmp_path):
     assert len(figs) == 1 and figs[0].source_seq == 3
     assert "Interchangeability I_sym (v2)" in render_markdown(s)
     assert figs[0].png_b64 in render_html(s)
+
+
+def test_eval_command_prints_the_matrix_and_writes_the_png(tmp_path, capsys):
+    from agent.cli import console
+    from agent.commands.eval import _show_interchange
+
+    with console.capture() as cap:
+        _show_interchange(DETAILS, tmp_path)
+    out = cap.get()
+    assert "I_sym ordered by the agent's clusters" in out and "interchange.png" in out
+    assert (tmp_path / "interchange.png").read_bytes()[:4] == b"\x89PNG"
+    _show_interchange({"scores": {}}, tmp_path / "none")  # no matrix: nothing printed, nothing written
+    assert not (tmp_path / "none").exists()
