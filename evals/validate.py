@@ -167,13 +167,10 @@ def task_clustering(task: Any, model_ref: str) -> tuple[dict[str, list[str]], st
 def _load(model_ref: str) -> Any:
     from transformers.utils import logging as hf_logging
 
-    from evals.zoo import list_zoo, load_zoo_model
-    from tools import load_model
+    from evals.zoo import load_any_model
 
     hf_logging.disable_progress_bar()
-    if model_ref in {e.name for e in list_zoo()}:
-        return load_zoo_model(model_ref, device="cpu")
-    return load_model(model_ref)
+    return load_any_model(model_ref, device="cpu")
 
 
 def _known_pairs(result: Any, model_ref: str) -> list[KnownPair]:

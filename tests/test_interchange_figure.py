@@ -49,8 +49,8 @@ def test_report_shows_the_latest_evaluation_heat_map(tmp_path):
 
 
 def test_eval_command_prints_the_matrix_and_writes_the_png(tmp_path, capsys):
-    from agent.cli import console
     from agent.commands.eval import _show_interchange
+    from agent.commands.output import console
 
     with console.capture() as cap:
         _show_interchange(DETAILS, tmp_path)
