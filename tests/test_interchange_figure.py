@@ -48,9 +48,11 @@ def test_report_shows_the_latest_evaluation_heat_map(tmp_path):
     assert figs[0].png_b64 in render_html(s)
 
 
-def test_eval_command_prints_the_matrix_and_writes_the_png(tmp_path, capsys):
+def test_eval_command_prints_the_matrix_and_writes_the_png(tmp_path, monkeypatch):
     from agent.commands.eval import _show_interchange
-    from agent.commands.output import console
+    from agent.commands.output import STATE, console
+
+    monkeypatch.setattr(STATE, "json", False)
 
     with console.capture() as cap:
         _show_interchange(DETAILS, tmp_path)
@@ -59,3 +61,8 @@ def test_eval_command_prints_the_matrix_and_writes_the_png(tmp_path, capsys):
     assert (tmp_path / "interchange.png").read_bytes()[:4] == b"\x89PNG"
     _show_interchange({"scores": {}}, tmp_path / "none")  # no matrix: nothing printed, nothing written
     assert not (tmp_path / "none").exists()
+    monkeypatch.setattr(STATE, "json", True)  # --json: the file is written, nothing printed
+    (tmp_path / "j").mkdir()
+    with console.capture() as cap:
+        _show_interchange(DETAILS, tmp_path / "j")
+    assert cap.get() == "" and (tmp_path / "j" / "interchange.png").is_file()

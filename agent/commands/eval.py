@@ -21,20 +21,20 @@ def _split(s: str) -> list[str]:
 
 
 def _show_interchange(details: dict, run_dir) -> None:
-    """Print the I_sym heat map (text) ordered by the agent's clusters; write it as interchange.png."""
+    """Write the I_sym heat map as ``interchange.png``; print it (text) ordered by the agent's clusters."""
     import base64
 
     from agent.commands.output import STATE, console
     from agent.report.interchange_figure import interchange_figure, interchange_text
 
-    text = interchange_text(details)
-    if text is None or STATE.json:
-        return
-    console.print(text, markup=False, highlight=False)
     fig = interchange_figure(details)
-    if fig is not None:
-        (run_dir / "interchange.png").write_bytes(base64.b64decode(fig.png_b64))
-        console.print(f"heat map (agent clusters beside reference clusters): {run_dir / 'interchange.png'}")
+    if fig is None:
+        return
+    png = run_dir / "interchange.png"
+    png.write_bytes(base64.b64decode(fig.png_b64))
+    if not STATE.json:
+        console.print(interchange_text(details), markup=False, highlight=False)
+        console.print(f"heat map (agent clusters beside reference clusters): {png}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
