@@ -372,8 +372,8 @@ def build_planted_twin_induction(seed: int = 0, ballast: float = 10.0, out_fract
 
     Every position carries a large constant ``ballast`` vector that nothing reads, so LayerNorm's gain
     hardly depends on the heads' outputs and their effects on the logits add up (OUT is
-    ``out_fraction`` of the final residual's norm); otherwise LayerNorm's saturation would make the
-    two full copiers look redundant rather than additive.
+    ``out_fraction`` of the final residual's norm; tests/test_planted.py checks the two full copiers
+    are additive, not redundant).
     """
     from tools.tiny import word_tokenizer
 
