@@ -79,26 +79,29 @@ def __sandbox_take_result__(_limit=__LIMIT__):
 
 
 def __sandbox_cap_streams__(_cap=1 << 20):
-    # ipykernel sends stdout in batches every 0.2 s, however large: a fast print loop on a loaded machine
-    # makes one message bigger than the host accepts. Flush (waiting for the IO thread) past _cap instead.
+    # ipykernel sends stdout in batches every 0.2 s, however large: a fast print loop makes one message
+    # bigger than the host accepts. Flush (waiting for the IO thread) past _cap instead. The hook is the
+    # class's _schedule_flush (write calls it after each write): IPython re-binds each stream's write
+    # around every cell, so a patched write would be undone when this cell ends.
     import sys
     cls = type(sys.stdout)
-    if getattr(cls, "_sandbox_capped", False) or not hasattr(cls, "_buffers"):
+    if getattr(cls, "_sandbox_capped", False) or not hasattr(cls, "_schedule_flush") \
+            or not hasattr(sys.stdout, "_buffers") or not hasattr(sys.stdout, "_buffer_lock"):
         return
-    write = cls.write
+    schedule = cls._schedule_flush
 
-    def capped_write(self, string, _write=write):
-        n = _write(self, string)
+    def capped_schedule(self, _schedule=schedule):
         try:
             with self._buffer_lock:
                 size = sum(b.tell() for b in self._buffers.values())
             if size > _cap:
                 self.flush()
+                return None
         except Exception:
             pass
-        return n
+        return _schedule(self)
 
-    cls.write = capped_write
+    cls._schedule_flush = capped_schedule
     cls._sandbox_capped = True
 
 

@@ -41,6 +41,7 @@ import itertools
 import json
 import re
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -416,10 +417,20 @@ def _make_handler(fake: FakeAnthropic) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hung up (the SDK's timeout, a test that ended) is not an error of the fake: without
+    this, socketserver prints the BrokenPipe traceback to whatever stderr a later test is capturing."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
+
+
 class _Server:
     def __init__(self) -> None:
         self.fake = FakeAnthropic()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self.fake))
+        self.httpd = _QuietServer(("127.0.0.1", 0), _make_handler(self.fake))
         self.httpd.daemon_threads = True
         host, port = self.httpd.server_address[:2]
         self.fake.base_url = f"http://{host}:{port}"
