@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 
 import pytest
@@ -159,7 +160,7 @@ def test_unsafe_mode_still_scrubs_env(tmp_path, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-canary")
     with make_sandbox(workspace=tmp_path / "ws", unsafe_no_isolation=True) as box:
         r = box.execute("import os; os.environ.get('ANTHROPIC_API_KEY'), os.getcwd()")
-        assert r.result == repr((None, str(tmp_path / "ws")))
+        assert ast.literal_eval(r.result) == (None, str(tmp_path / "ws"))  # IPython wraps long reprs
 
 
 def test_kernel_env_refuses_secret_extras():

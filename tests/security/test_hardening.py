@@ -312,12 +312,17 @@ def test_item09_restart_ignores_what_the_kernel_left_in_its_socket_folder(make_b
 # ---- 10. deep trees in the workspace -----------------------------------------------------------------------------
 
 @pytest.fixture
-def deep_ws(tmp_path):
-    """A workspace removed iteratively afterwards (pytest's own clean-up recurses and would crash on it)."""
+def deep_ws():
+    """A workspace removed iteratively afterwards (pytest's own clean-up recurses and would crash on it).
+    Its path is short, so that the kernel's sockets live in its ``.kernel`` folder (a long workspace
+    path, e.g. under pytest-xdist, puts them in a private /tmp folder the plants below would miss)."""
+    import tempfile
+
     from sandbox.hostio import remove_tree
 
-    yield tmp_path / "workspace"
-    remove_tree(tmp_path / "workspace")
+    ws = Path(tempfile.mkdtemp(prefix="ws-", dir="/tmp"))
+    yield ws / "workspace"
+    remove_tree(ws)
 
 
 def test_item10_deep_workspace_trees_do_not_break_restarts(make_box, deep_ws):
