@@ -436,6 +436,16 @@ def parse_result(tool: str, data: Any) -> BaseModel | None:
         return None
 
 
+def tool_function(tool: str) -> str | None:
+    """The :mod:`tools.experiments` function a tool's cell calls (None: ``run_code`` and tools without a cell).
+
+    >>> tool_function("head_scores"), tool_function("run_code")
+    ('head_profile', None)
+    """
+    t = TOOLS.get(tool)
+    return t.function if isinstance(t, type) and issubclass(t, _Experiment) else None
+
+
 def result_text(data: object, limit: int = 4000) -> str:
     """Compact JSON for a tool_result block, cut to ``limit`` characters with a marker.
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agent.actions import parse_result
+from agent.actions import parse_result, tool_function
 from agent.budget import Budget
 from agent.lock import is_running
 from agent.log import (
@@ -40,6 +40,7 @@ from agent.log import (
     RunStartedEvent,
     read_events,
 )
+from evals.grounding import Claim, GroundingReport, LoggedCell, LoggedHypothesis, RunRecord, ground_run
 from tools.experiments import SweepResult
 
 LOCALISE_SWEEP = "localise-sweep"
@@ -69,6 +70,14 @@ class CellRecord(BaseModel):
         if self.result.get("status") != "ok":
             return None
         return parse_result(self.call, self.result.get("data"))
+
+    def logged(self) -> LoggedCell:
+        """The cell as :mod:`evals.grounding` reads it (plain data)."""
+        r = self.result
+        err = f"{r.get('error_name') or ''}: {r.get('error_value') or ''}".strip(": ") or None
+        return LoggedCell(seq=self.seq, tool=self.call, function=tool_function(self.call), component=self.component,
+                          status=r.get("status") or "ok", data=r.get("data"), input=self.input, code=self.code,
+                          error=err if r.get("status") != "ok" else None)
 
 
 class RunUsage(BaseModel):
@@ -104,6 +113,10 @@ class RunView(BaseModel):
     running: bool = False
     """Another process holds the run's lock (it is being written now)."""
     n_events: int = 0
+    kinds: dict[int, str] = Field(default_factory=dict)
+    """Every event's seq → its kind (what a cited seq is)."""
+    cited: dict[int, list[int]] = Field(default_factory=dict)
+    """Conclusion seq → the evidence its ``conclude_component`` call cited (the log keeps only existing seqs)."""
     components: list[str] = Field(default_factory=list)
     """The ``--circuit`` components or the localisation's (its ``components`` event), then every other
     component the log mentions, in order."""
@@ -159,7 +172,8 @@ class RunView(BaseModel):
                    clusters={e.name: e for e in events if isinstance(e, ClusterEvent) and e.seq > reopened},
                    cells=_cells(events), usage=_usage(events),
                    evaluations=[e for e in events if isinstance(e, EvaluationEvent)], current=current,
-                   resumes=[e for e in events if isinstance(e, RunResumedEvent)], reason=reason)
+                   resumes=[e for e in events if isinstance(e, RunResumedEvent)], reason=reason,
+                   kinds={e.seq: e.kind for e in events}, cited=_cited(events))
 
     # ------------------------------------------------------------------------------------------ derived
 
@@ -200,6 +214,19 @@ class RunView(BaseModel):
         return [by_seq[q] for q in conclusion.evidence if q in by_seq] or [
             c for c in self.cells if c.component == conclusion.component]
 
+    def record(self) -> RunRecord:
+        """What :mod:`evals.grounding` reads: event kinds, cells, hypotheses, the latest conclusions (plain data)."""
+        return RunRecord(
+            kinds=self.kinds, cells=[c.logged() for c in self.cells],
+            hypotheses=[LoggedHypothesis(seq=h.seq, hypothesis_id=h.hypothesis_id, component=h.component,
+                                         statement=h.statement, status=h.status, evidence=list(h.evidence))
+                        for h in self.hypotheses],
+            conclusions=[claim(e, self.cited.get(e.seq)) for e in self.conclusions.values()])
+
+    def grounding(self) -> GroundingReport:
+        """Is every conclusion traced to logged evidence? (:func:`evals.grounding.ground_run`)"""
+        return ground_run(self.record())
+
     def scores(self) -> dict[str, float | None]:
         """The evaluation scores (prefixed by the evaluator when several evaluators wrote events)."""
         out: dict[str, float | None] = {}
@@ -228,6 +255,28 @@ class RunView(BaseModel):
             "clusters": {n: list(e.components) for n, e in self.clusters.items()},
             "summary": self.finished.summary if self.finished else None,
         }
+
+
+def claim(e: ConclusionEvent, cited: list[int] | None = None) -> Claim:
+    """A conclusion event as :mod:`evals.grounding` reads it (``cited``: the evidence its call cited)."""
+    return Claim(seq=e.seq, component=e.component, role=e.role, explanation=e.explanation,
+                 evidence=list(e.evidence if cited is None else cited), inconclusive_reason=e.inconclusive_reason)
+
+
+def _cited(events: list[Any]) -> dict[int, list[int]]:
+    """Conclusion seq → the ``evidence`` of the ``conclude_component`` call it answers (its last one before it)."""
+    out: dict[int, list[int]] = {}
+    last: dict[str, list[int]] = {}
+    for e in events:
+        if e.kind == "tool_call" and e.name == "conclude_component" and e.component:
+            ev = e.input.get("evidence")
+            if isinstance(ev, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in ev):
+                last[e.component] = list(ev)
+            else:
+                last.pop(e.component, None)
+        elif e.kind == "conclusion" and e.component in last:
+            out[e.seq] = last.pop(e.component)
+    return out
 
 
 def _cells(events: list[Any]) -> list[CellRecord]:

@@ -115,14 +115,21 @@ def test_attention_and_dla_and_head_profile(model, batch):
         assert p.score("previous token") == max(p.prev_token, p.lookback)
 
 
-def test_lookback_is_the_best_subdiagonal(model):
+def test_lookback_is_the_best_subdiagonal_of_the_head_score_sequences(model):
     lb = X.lookback(model, ["L0H2"], seed=1)["L0H2"]
-    cfg = model.hf.config
-    T = min(40, int(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", 40)))
-    ids = torch.randint(min(4, cfg.vocab_size - 1), cfg.vocab_size, (16, T), generator=torch.Generator().manual_seed(1))
+    ids = tools.inspection.repeated_sequences(model, seed=1).ids
     pat = next(iter(tools.attention_patterns(model, ids, ["L0H2"]).values()))
     diag = {k: float(pat.diagonal(-k, dim1=1, dim2=2).mean()) for k in range(1, 5)}
     assert lb[1] == max(diag, key=diag.get) and lb[0] == pytest.approx(max(diag.values()), abs=1e-6)
+
+
+def test_lookback_at_offset_one_is_prev_token(model):
+    """The look-back scan and ``prev_token`` read the same sequences: at k = 1 they are the same number."""
+    for seed in (0, 2):
+        scores = tools.head_scores(model, seed=seed)
+        for h, s in scores.items():
+            one = X.lookback(model, [h], seed=seed, max_k=1)[str(h)]
+            assert one == (s.prev_token, 1)
 
 
 def test_probing_and_attention_pattern_and_check_model(model, batch):

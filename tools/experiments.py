@@ -51,7 +51,14 @@ from pydantic import BaseModel, ConfigDict, PlainSerializer
 from tools.batch import TaskBatch
 from tools.components import Component, parse_components
 from tools.errors import InterpAgentError
-from tools.inspection import AttentionSummary, attention_patterns, attention_summary, direct_logit_attribution
+from tools.inspection import (
+    AttentionSummary,
+    attention_patterns,
+    attention_summary,
+    direct_logit_attribution,
+    repeated_sequences,
+    subdiagonal,
+)
 from tools.inspection import head_scores as _head_scores
 from tools.interventions import (
     ablate,
@@ -461,11 +468,13 @@ class HeadProfile(_Result):
     induction_textbook: Number
     duplicate_token: Number
     lookback: Number = None
-    """Mean attention from t to t − ``lookback_offset`` on random tokens (the best k in 1..4)."""
+    """Mean attention from t to t − ``lookback_offset`` (the best k in 1..4) on the sequences ``prev_token`` is
+    measured on, so the look-back at k = 1 is ``prev_token`` (logs written before this rule used other
+    random sequences: there the two can differ)."""
     lookback_offset: int | None = None
 
     def score(self, which: Literal["copying", "previous token", "induction", "duplicate token"]) -> float | None:
-        """A role's score: ``previous token`` is the larger of ``prev_token`` and ``lookback``.
+        """A role's score: ``previous token`` is the larger of ``prev_token`` and ``lookback`` (the look-back).
 
         >>> HeadProfile(copying=0, prev_token=0.1, induction=0, induction_offset=1, induction_textbook=0,
         ...             duplicate_token=0, lookback=0.6, lookback_offset=2).score("previous token")
@@ -485,17 +494,16 @@ class HeadProfileResult(_Result):
 
 def lookback(model: Model, heads: Sequence[str | Component] | str, seed: int = 0, max_k: int = 4
              ) -> dict[str, tuple[float, int]]:
-    """Head → (mean attention from t to t−k, k) for the best k in 1..``max_k``, on 16 random sequences.
+    """Head → (mean attention from t to t−k, k) for the best k in 1..``max_k`` (the first best on a tie).
 
-    Trained heads often look 2–3 tokens back rather than 1 (see FIELD-NOTES), which ``prev_token`` misses.
+    Measured on :func:`tools.head_scores`' sequences for the same ``seed`` (:func:`tools.inspection.
+    repeated_sequences`), so k = 1 gives exactly its ``prev_token``. Trained heads often look 2–3 tokens back
+    rather than 1 (see FIELD-NOTES), which ``prev_token`` misses.
     """
-    cfg = model.hf.config
-    T = min(40, int(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", 40)))
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(min(4, cfg.vocab_size - 1), cfg.vocab_size, (16, T), generator=g)
+    ids = repeated_sequences(model, seed=seed).ids
     out = {}
     for h, p in attention_patterns(model, ids, parse_components(heads)).items():
-        lb = {k: float(p[:, torch.arange(k, T), torch.arange(0, T - k)].mean()) for k in range(1, max_k + 1)}
+        lb = {k: subdiagonal(p, k) for k in range(1, max_k + 1)}
         best = max(lb, key=lb.get)
         out[str(h)] = (lb[best], best)
     return out

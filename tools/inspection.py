@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -197,6 +198,51 @@ def _normalise(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return norm(x)
 
 
+@dataclass
+class RepeatedSequences:
+    """The probe sequences of :func:`head_scores`: ``[BOS] r r`` with ``r`` random distinct tokens."""
+
+    ids: torch.Tensor
+    """``[n_seqs, prefix + 2 × length]`` token ids."""
+    prefix: int
+    """1 with a BOS token, else 0."""
+    length: int
+    """``L``: tokens in each half."""
+    pool: torch.Tensor
+    """The token ids drawn from (the vocabulary without special tokens)."""
+    generator: torch.Generator
+    """The seeded generator, after drawing ``ids`` (:func:`head_scores` draws its copying tokens next)."""
+
+
+def repeated_sequences(model: Model, seq_len: int | None = None, n_seqs: int = 16, seed: int = 0
+                       ) -> RepeatedSequences:
+    """The ``[BOS] r r`` sequences :func:`head_scores` measures attention on (the same ones for the same seed).
+
+    ``L`` = ``seq_len`` or ``max(4, min(20, (max positions − 1) // 2, usable vocabulary))``.
+    """
+    V = model.d_vocab
+    specials = set()
+    if model.tokenizer is not None:
+        specials = {i for i in (model.tokenizer.all_special_ids or []) if i is not None}
+    pool = torch.tensor([t for t in range(V) if t not in specials])
+    g = torch.Generator().manual_seed(seed)
+    max_pos = getattr(model.hf.config, "max_position_embeddings", None) or getattr(model.hf.config,
+                                                                                    "n_positions", 64)
+    L = seq_len or max(4, min(20, (max_pos - 1) // 2, len(pool)))
+    r = torch.stack([pool[torch.randperm(len(pool), generator=g)[:L]] for _ in range(n_seqs)])
+    bos = getattr(model.hf.config, "bos_token_id", None)
+    prefix = torch.full((n_seqs, 1), bos, dtype=torch.long) if bos is not None and bos < V else \
+        torch.empty((n_seqs, 0), dtype=torch.long)
+    ids = torch.cat([prefix, r, r], 1).to(model.device)
+    return RepeatedSequences(ids=ids, prefix=prefix.shape[1], length=L, pool=pool, generator=g)
+
+
+def subdiagonal(pattern: torch.Tensor, k: int) -> float:
+    """Mean attention from each position t to t − ``k`` (``pattern``: ``[B, T, T]``); k = 1 is the previous token."""
+    T = pattern.shape[-1]
+    return float(pattern[:, torch.arange(k, T), torch.arange(0, T - k)].mean())
+
+
 def head_scores(model: Model, heads=None, seq_len: int | None = None, n_seqs: int = 16, seed: int = 0,
                 offsets: Iterable[int] = (1, 2, 3, 4), n_tokens: int = 512) -> dict[Component, HeadScores]:
     """Copying, previous-token, induction (scanning ``offsets``) and duplicate-token scores per head.
@@ -214,20 +260,8 @@ def head_scores(model: Model, heads=None, seq_len: int | None = None, n_seqs: in
     """
     heads = _heads(model, heads)
     V = model.d_vocab
-    specials = set()
-    if model.tokenizer is not None:
-        specials = {i for i in (model.tokenizer.all_special_ids or []) if i is not None}
-    pool = torch.tensor([t for t in range(V) if t not in specials])
-    g = torch.Generator().manual_seed(seed)
-    max_pos = getattr(model.hf.config, "max_position_embeddings", None) or getattr(model.hf.config,
-                                                                                    "n_positions", 64)
-    L = seq_len or max(4, min(20, (max_pos - 1) // 2, len(pool)))
-    r = torch.stack([pool[torch.randperm(len(pool), generator=g)[:L]] for _ in range(n_seqs)])
-    bos = getattr(model.hf.config, "bos_token_id", None)
-    prefix = torch.full((n_seqs, 1), bos, dtype=torch.long) if bos is not None and bos < V else \
-        torch.empty((n_seqs, 0), dtype=torch.long)
-    ids = torch.cat([prefix, r, r], 1).to(model.device)
-    p0 = prefix.shape[1]
+    rs = repeated_sequences(model, seq_len=seq_len, n_seqs=n_seqs, seed=seed)
+    ids, p0, L, pool, g = rs.ids, rs.prefix, rs.length, rs.pool, rs.generator
     pats = attention_patterns(model, ids, heads)
     second = torch.arange(p0 + L, p0 + 2 * L)
 
@@ -244,8 +278,7 @@ def head_scores(model: Model, heads=None, seq_len: int | None = None, n_seqs: in
     with torch.no_grad():
         for h in heads:
             pat = pats[h]
-            T = pat.shape[-1]
-            prev = float(pat[:, torch.arange(1, T), torch.arange(0, T - 1)].mean())
+            prev = subdiagonal(pat, 1)
             scan = {o: at_offset(pat, o) for o in offsets}
             best = max(scan, key=scan.get)
             x = _normalise(model.module(model.adapter.ln_attn, h.layer), model.W_E.detach()[toks])

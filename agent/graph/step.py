@@ -37,6 +37,7 @@ from pydantic import BaseModel
 
 from agent.actions import EXPERIMENT_TOOLS, TOOLS, ConcludeComponent, RecordHypothesis
 from agent.budget import BudgetUsage, Limit, exceeded
+from agent.graph import grounding
 from agent.graph.cells import execute_cell, tool_result_payload
 from agent.llm.base import LLMDeadlineError, validate_tool_input
 from agent.llm.text import cap, for_model
@@ -143,13 +144,20 @@ def conclude_component(ctx: RunContext, turn: Turn, tu: ToolUseBlock, tool: Conc
         ctx.journal.emit(ErrorEvent(where="tool.conclude_component", message=msg, component=comp))
         turn.reply(tu, msg, is_error=True)
         return
+    check = grounding.check_conclusion(ctx, comp, tool)
+    if check.fixable and not grounding.sent_back(ctx, comp):  # one chance to fix numbers and citations
+        msg = grounding.rejection(comp, check)
+        ctx.journal.emit(ErrorEvent(where=grounding.WHERE, message=msg, component=comp,
+                                    error_type="UngroundedConclusion"))
+        turn.reply(tu, msg, is_error=True)
+        return
     evidence, note = _evidence(ctx, tool.evidence)
     ev = ctx.journal.emit(ConclusionEvent(component=comp, role=tool.role, explanation=tool.explanation,
                                           confidence=tool.confidence, evidence=evidence))
     turn.conclusions[comp] = {"role": tool.role, "explanation": tool.explanation, "confidence": tool.confidence,
                               "inconclusive_reason": None, "seq": ev.seq}
     turn.concluded = True
-    turn.reply(tu, f"concluded {comp} as {tool.role!r} (seq {ev.seq}){note}")
+    turn.reply(tu, f"concluded {comp} as {tool.role!r} (seq {ev.seq}){note}{grounding.note(check)}")
 
 
 def finish(ctx: RunContext, turn: Turn, tu: ToolUseBlock, tool: Any) -> None:
