@@ -1,7 +1,8 @@
 """A run logged before issue 14 (the experiments moved out of strings into ``tools.experiments``) still
 replays: ``replay --verify`` re-executes its logged cells (old kernel helpers ``_tojson`` / ``_base``,
 defined by its own logged setup cells) and ``--planner-replay`` re-runs the loop on its LLM turns; its
-logged results parse into the new result models, and its report comes out as the old code wrote it.
+logged results parse into the new result models, and its report comes out as the old code wrote it (plus
+the grounding of issue 13: the log alone says its three conclusions are grounded).
 
 ``tests/data/run-v1.0-toy-ioi/events.jsonl`` was written by commit 4f2a1ff with::
 
@@ -35,12 +36,39 @@ def old_run(tmp_path) -> Path:
     return dst
 
 
-def test_old_run_report_is_the_one_the_old_code_wrote(old_run):
-    """The typed results and the Jinja2 templates give back, byte for byte, the report.md written in 4f2a1ff."""
+def _row(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split(" | ")]
+
+
+def test_old_run_report_is_the_one_the_old_code_wrote_plus_grounding(old_run):
+    """The typed results and the Jinja2 templates give back the report.md written in 4f2a1ff, byte for byte,
+    except what issue 13 added: the components table's ``grounded`` column, the grounding line under it, and
+    path-patching key numbers taken from the strongest cited path (the old code showed the first, the q path)."""
     from agent.report import write_reports
 
     (path,) = write_reports(old_run, md=True)
-    assert path.read_text() == (OLD_RUN / "report.md").read_text()
+    new, old = path.read_text().splitlines(), (OLD_RUN / "report.md").read_text().splitlines()
+    grounding = [i for i, line in enumerate(new) if line.startswith("**Grounding:**")]
+    assert len(grounding) == 1 and new[grounding[0]].startswith("**Grounding:** 3 of 3 conclusion(s) grounded")
+    assert "10 number(s) checked, 0 ungrounded" in new[grounding[0]]
+    del new[grounding[0]:grounding[0] + 2]  # the line and the blank line after it
+    assert len(new) == len(old)
+    table = [i for i, line in enumerate(old) if line.startswith("| component | role |")][0]
+    for i, (a, b) in enumerate(zip(new, old, strict=True)):
+        if not table <= i < table + 5:
+            assert a == b, (i, a, b)
+            continue
+        if a.startswith("|---"):
+            assert a == b + "---|"
+            continue
+        ra, rb = _row(a), _row(b)
+        assert ra[-1] in ("grounded", "---", "✓") and ra[:3] == rb[:3] and ra[4:-1] == rb[4:], (ra, rb)
+        if "path patching" in rb[3]:  # was the q path (≈ 0 of the gap); now L0H1's k path, L0H2's v path
+            path = {"L0H1": "path patching frac (L1H1 k) 0.471", "L0H2": "path patching frac (L1H1 v) 0.0787"}[ra[0]]
+            assert path in ra[3] and ra[3].count("path patching frac") == 1, ra[3]
+            assert ra[3].split("; path patching")[0] == rb[3].split("; path patching")[0]
+        else:
+            assert ra[3] == rb[3]
 
 
 def test_old_run_results_parse_into_the_result_models(old_run):

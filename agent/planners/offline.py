@@ -10,8 +10,12 @@ feature that is constant across the task's prompts), ``patch`` (clean → corrup
 ``logit_attribution`` (direct effect onto answer − wrong); for heads also ``attention`` (where END
 attends, in task roles) and ``head_scores`` (OV copying, previous-token, induction, duplicate-token).
 
-Turn 2 — hypotheses by these rules, in priority order (every rule that fires is proposed, at most 3;
-none → "no task effect"), each with a prediction tested on HELD-OUT prompts (a fresh seed):
+Turn 2 — hypotheses by these rules (every rule that fires is proposed, the 3 with the strongest evidence;
+none → "no task effect"), each with a prediction tested on HELD-OUT prompts (a fresh seed). A rule's
+**strength** is how far its evidence clears its bars: the smallest value ÷ threshold over its firing
+conditions (R2: min(DLA/0.20, IO attention/0.20, IO preference/2); R3–R5: score/threshold; R6:
+min(S2 attention/0.30, effect/0.10); R1, R7, R8: the one value over its threshold); ties keep the table's
+order. So a duplicate-token score at 1.5× its bar beats a look-back score that barely passes its own:
 
 =====  ======================  ==============================================  ===============================================
 rule   role                    fires when (main prompts)                       prediction tested on held-out prompts
@@ -23,7 +27,8 @@ R2     name mover              head; task has IO; DLA ≥ 0.20 × clean;        
 R3     induction               head; relevant; induction score ≥ 0.15 (best    score ≥ 0.10 on fresh random sequences (seed 1)
                                key offset; chance is ≈ 0.05)
 R4     previous token          head; relevant; look-back score ≥ 0.20 (mean    score ≥ 0.15 on fresh random sequences (seed 1)
-                               attention t → t−k, best k in 1..4)
+                               attention t → t−k, best k in 1..4; at k = 1
+                               it is the previous-token score)
 R5     duplicate token         head; relevant; duplicate-token score ≥ 0.40    score ≥ 0.30 on fresh random sequences (seed 1)
 R6     S-inhibition            head; task has S2; attention END→S2 ≥ 0.30,     held-out max(ablation, patching) effect ≥ 0.05
                                max(ablation, patching) effect ≥ 0.10 of the    of the gap and attention on S2 ≥ 0.20
@@ -57,8 +62,11 @@ R8's held-out test includes the joint ablation on held-out prompts). The role la
 adds "Redundant with <partner>: mean-ablating both removes X of the gap, <component> alone Y".
 
 Turn 3 — each hypothesis is marked ``supported`` or ``refuted`` by its held-out result, and the
-component is concluded with the highest-priority supported role (none supported → "unclear role",
-low confidence). Confidence = 0.5 + 0.4 × (fraction of the role's checks passed with margin ≥ 1.5×).
+component is concluded with the strongest supported role (none supported → "unclear role", low
+confidence). Every number in a statement or conclusion is named by the score it is (``look-back score``
+vs ``previous-token score``, ``direct logit attribution ... of the clean metric``, ``... of the gap``) and
+comes from a result the conclusion cites, so the conclusion passes the loop's grounding check
+(:mod:`evals.grounding`). Confidence = 0.5 + 0.4 × (fraction of the role's checks passed with margin ≥ 1.5×).
 Components are then clustered by role label, i.e. by evidence signature.
 
 >>> b = OfflineBackend()
@@ -153,8 +161,9 @@ class OfflineBackend:
                 if (paths[top] >= 0.05 and inp in ("q", "k") and done.get(recv) == "name mover"
                         and {"IO", "S2"} <= set(roles) and Component.parse(comp).kind is Kind.HEAD):
                     role = "S-inhibition"
-                    expl += (f" Its effect reaches the name mover {recv} through its {inp} input: it steers which "
-                             "name the mover attends to (S-inhibition by " + f"{inp}-composition).")
+                    expl += (f" Its effect reaches the name mover {recv} through its {inp} input (path patching "
+                             f"{paths[top]:+.2f} of the gap): it steers which name the mover attends to "
+                             f"(S-inhibition by {inp}-composition).")
                 elif paths[top] >= 0.05:
                     role = f"{h.role}: {inp}-composition" if inp != "resid" else role
                     expl += (f" Path patching: its effect flows mostly through {recv}'s {inp} input "

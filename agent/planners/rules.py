@@ -44,6 +44,8 @@ class Hyp:
     prediction: str
     tests: list[str]
     evidence: list[int] = field(default_factory=list)
+    strength: float = 0.0
+    """How far the evidence clears the rule's bars: the smallest value / threshold of its firing conditions."""
 
 
 @dataclass
@@ -148,15 +150,32 @@ def head_score(r: BaseModel | None, comp: str, which: str) -> float | None:
     return p.score(which) if p is not None else None  # type: ignore[arg-type]
 
 
-def _how(r: BaseModel | None, comp: str, which: str) -> str:
+def score_text(r: BaseModel | None, comp: str, which: str) -> str:
+    """The score a head-score rule fired on, named by what it is (``look-back score 0.38, attention 3 tokens
+    back`` is not a ``previous-token score``).
+
+    >>> p = HeadProfile(copying=0, prev_token=0.03, induction=0.7, induction_offset=3, induction_textbook=0.1,
+    ...                 duplicate_token=0.45, lookback=0.38, lookback_offset=3)
+    >>> r = HeadProfileResult(scores={"L0H0": p})
+    >>> [score_text(r, "L0H0", w) for w in ("previous token", "induction", "duplicate token")]
+    ['look-back score 0.38 (attention 3 tokens back; previous-token score 0.03)', 'induction score 0.70 (best key offset t-L+3)', 'duplicate-token score 0.45']
+    """
     p = _profile(r, comp)
     if p is None:
         return ""
-    if which == "induction" and p.induction_offset not in (None, 1):
-        return f", best key offset t-L+{p.induction_offset}"
-    if which == "previous token" and p.lookback_offset not in (None, 1) and (p.lookback or 0) > (p.prev_token or 0):
-        return f", attends {p.lookback_offset} tokens back"
-    return ""
+    if which == "induction":
+        off = f" (best key offset t-L+{p.induction_offset})" if p.induction_offset not in (None, 1) else ""
+        return f"induction score {p.induction:.2f}{off}"
+    if which == "duplicate token":
+        return f"duplicate-token score {p.duplicate_token:.2f}"
+    if p.lookback is not None and p.lookback_offset not in (None, 1) and p.lookback > (p.prev_token or 0):
+        return (f"look-back score {p.lookback:.2f} (attention {p.lookback_offset} tokens back; previous-token "
+                f"score {p.prev_token:.2f})")
+    return f"previous-token score {p.score('previous token'):.2f}"
+
+
+def _ratio(v: float | None, t: float) -> float:
+    return 0.0 if v is None else v / t
 
 
 def _max(*vals: float | None) -> float | None:
@@ -249,53 +268,58 @@ def propose(comp: str, roles: list[str], obs: Obs, receivers: list[str] | None =
     joint = effect(r.get("ablate_joint:main")) if other else None
     out: list[Hyp] = []
     f = lambda v: "n/a" if v is None else f"{v:+.2f}"  # noqa: E731
+    effects = f"mean-ablation effect {f(abl)} and patching effect {f(pat)} of the gap"
     if dla is not None and dla <= NEG_T:
-        out.append(Hyp("R1", "negative mover", f"{comp} writes against the answer (DLA {f(dla)} of clean)",
-                       "held-out DLA <= -0.05 x clean", ["logit_attribution:heldout"]))
+        out.append(Hyp("R1", "negative mover", f"{comp} writes against the answer (direct logit attribution "
+                       f"{f(dla)} of the clean metric)",
+                       "held-out DLA <= -0.05 x clean", ["logit_attribution:heldout"], strength=dla / NEG_T))
     io = attn_frac(att, "IO") if head and "IO" in roles else None
     if dla is not None and io is not None and dla >= DLA_T and io >= ATTN_T and (io_pref(att) or 0) >= 2.0:
-        out.append(Hyp("R2", "name mover", f"{comp} attends from END to IO ({io:.2f}) and writes the IO name "
-                       f"into the answer logit (DLA {f(dla)} of clean)",
+        out.append(Hyp("R2", "name mover", f"{comp} attends from END to IO (attention {io:.2f}) and writes the IO "
+                       f"name into the answer logit (direct logit attribution {f(dla)} of the clean metric)",
                        "held-out DLA >= 0.10 x clean, attention on IO >= 0.15 and >= 2x that on S1/S2",
-                       ["logit_attribution:heldout", "attention:heldout"]))
+                       ["logit_attribution:heldout", "attention:heldout"],
+                       strength=min(dla / DLA_T, io / ATTN_T, _ratio(io_pref(att), 2.0))))
     zab = effect(r.get("ablate_zero:main"))
     rel = max((abs(v) for v in (abl, pat, dla, zab, joint) if v is not None), default=0.0)
     if head and rel >= REL_T:
         for rule, which in (("R3", "induction"), ("R4", "previous token"), ("R5", "duplicate token")):
             s = head_score(sc, comp, which)
             if s is not None and s >= SCORE_T[which]:
-                how = _how(sc, comp, which)
-                out.append(Hyp(rule, which, f"{comp} is {'an' if which[0] in 'aeiou' else 'a'} {which} head ({which} score {s:.2f}{how})",
+                out.append(Hyp(rule, which, f"{comp} is {'an' if which[0] in 'aeiou' else 'a'} {which} head "
+                               f"({score_text(sc, comp, which)})",
                                f"{which} score >= {HELD_SCORE_T[which]:.2f} on fresh random sequences (seed 1)",
-                               ["head_scores:1"]))
+                               ["head_scores:1"], strength=s / SCORE_T[which]))
     s2 = attn_frac(att, "S2") if head and "S2" in roles else None
     eff = max((v for v in (abl, pat) if v is not None), default=None)
     if (s2 is not None and eff is not None and s2 >= S2_T and eff >= ABL_T
             and (dla is None or abs(dla) < 0.1)):
-        out.append(Hyp("R6", "S-inhibition", f"{comp} attends END->S2 ({s2:.2f}) and matters (ablation "
-                       f"{f(abl)}, patching {f(pat)} of gap) without a direct effect: it signals the repeated "
-                       "name downstream",
+        out.append(Hyp("R6", "S-inhibition", f"{comp} attends END->S2 (attention {s2:.2f}) and matters ({effects}) "
+                       "without a direct effect: it signals the repeated name downstream",
                        "held-out max(ablation, patching) effect >= 0.05 of gap and attention on S2 >= 0.20",
-                       ["ablate:heldout", "patch:heldout", "attention:heldout"]))
+                       ["ablate:heldout", "patch:heldout", "attention:heldout"],
+                       strength=min(s2 / S2_T, eff / ABL_T)))
     if dla is not None and dla >= DLA_T and not any(h.rule == "R2" for h in out):
         role = "mover" if head else "output MLP"
-        out.append(Hyp("R7", role, f"{comp} writes the answer directly (DLA {f(dla)} of clean)",
-                       "held-out DLA >= 0.10 x clean", ["logit_attribution:heldout"]))
+        out.append(Hyp("R7", role, f"{comp} writes the answer directly (direct logit attribution {f(dla)} of the "
+                       "clean metric)", "held-out DLA >= 0.10 x clean", ["logit_attribution:heldout"],
+                       strength=dla / DLA_T))
     big = max((v for v in (abl, pat, joint) if v is not None), default=None)
     if big is not None and big >= ABL_T and (dla is None or abs(dla) < 0.1) and not out:
         role = "indirect contributor" if head else "indirect MLP"
-        also = f", jointly with {other} {f(joint)}" if joint is not None else ""
-        out.append(Hyp("R8", role, f"{comp} matters (ablation {f(abl)}, patching {f(pat)} of gap{also}) only "
-                       "through later components (small direct effect)",
+        also = f"; joint mean-ablation effect with {other} {f(joint)}" if joint is not None else ""
+        out.append(Hyp("R8", role, f"{comp} matters ({effects}{also}) only through later components (small "
+                       "direct effect)",
                        "held-out max(ablation, patching" + (", joint ablation" if joint is not None else "")
                        + ") effect >= 0.05 of gap",
                        ["ablate:heldout", "patch:heldout"] + (["ablate_joint:heldout"] if joint is not None else [])
                        + [f"path_patch:{rc}:{i}" for rc in receivers or []
-                          for i in (("q", "k", "v") if Component.parse(rc).kind is Kind.HEAD else ("resid",))]))
-    out = out[:3]
+                          for i in (("q", "k", "v") if Component.parse(rc).kind is Kind.HEAD else ("resid",))],
+                       strength=big / ABL_T))
+    out = sorted(out, key=lambda h: -h.strength)[:3]  # strongest evidence first (stable: rule order on ties)
     if not out:
-        out.append(Hyp("R0", "no task effect", f"{comp} has no effect on this task (ablation {f(abl)} of gap, "
-                       f"patching {f(pat)} of gap, DLA {f(dla)} of clean)",
+        out.append(Hyp("R0", "no task effect", f"{comp} has no effect on this task ({effects}, direct logit "
+                       f"attribution {f(dla)} of the clean metric)",
                        "held-out max |ablation|, |patching| effect < 0.10 of gap", ["ablate:heldout", "patch:heldout"]))
     for h in out:
         h.evidence = ev

@@ -33,6 +33,7 @@ figure{display:inline-block;margin:.6em 1em .6em 0;vertical-align:top}
 figure img{max-width:100%;border:1px solid #ddd}
 figcaption{font-size:.85em;color:#555;max-width:520px}
 .note{color:#6b6b6b;font-size:.9em}
+mark.ungrounded{background:#ffd7d5;color:#b42318;font-weight:600}td.ok{color:#1a7f37}td.bad{color:#b42318}
 .pill{display:inline-block;background:#eef;border-radius:8px;padding:0 .45em;margin:0 .15em;font-size:.9em}
 """
 

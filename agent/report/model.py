@@ -32,6 +32,27 @@ class ComponentRow(BaseModel):
     """Event seqs of the experiments cited."""
     seq: int | None = None
     """``seq`` of the conclusion event."""
+    parts: list[tuple[str, bool]] = Field(default_factory=list)
+    """The explanation cut into pieces, ``True`` marking a number no cited result gives (empty: unchecked)."""
+    grounding: list[str] | None = None
+    """The conclusion's grounding problems (``[]``: grounded; None: not checked, e.g. the loop's inconclusive)."""
+
+    def pieces(self) -> list[tuple[str, bool]]:
+        """:attr:`parts`, or the whole explanation unmarked."""
+        return self.parts or [(self.explanation, False)]
+
+
+class GroundingSummary(BaseModel):
+    """The run's grounding (:mod:`evals.grounding`), as the report shows it."""
+
+    claims: int = 0
+    grounded: int = 0
+    numbers: int = 0
+    ungrounded_numbers: int = 0
+    bad_citations: int = 0
+    untested: int = 0
+    undecided: list[str] = Field(default_factory=list)
+    """Hypothesis ids never decided."""
 
 
 class HypothesisStep(BaseModel):
@@ -97,6 +118,8 @@ class RunSummary(BaseModel):
     hypotheses: list[Hypothesis] = Field(default_factory=list)
     usage: RunUsage = Field(default_factory=RunUsage)
     """Resources used (steps, tool calls, tokens, USD, wall time)."""
+    grounding: GroundingSummary | None = None
+    """Is every conclusion traced to logged evidence? (None: no conclusion)"""
     evaluation: dict[str, Any] | None = None
     """Scores from an ``evaluation`` event, when present."""
     figures: list[Figure] = Field(default_factory=list)

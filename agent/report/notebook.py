@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.report.model import RunSummary
-from agent.report.render import fmt_num, key_numbers
+from agent.report.render import fmt_num, grounding_md, key_numbers, marked_md
 from agent.report.summary import read_run_file
 from tools.errors import InterpAgentError
 
@@ -106,8 +106,8 @@ def build_notebook(s: RunSummary):
     for c in s.components:
         conf = f"{c.confidence:.2f}" if c.confidence is not None else "—"
         notes.append((c.seq if c.seq is not None else 10**9,
-                      f"### Conclusion: {c.component} — {c.role}\n\nConfidence {conf}. {c.explanation}\n\n"
-                      f"Key numbers: {key_numbers(c.numbers)}"))
+                      f"### Conclusion: {c.component} — {c.role}\n\nConfidence {conf}. {marked_md(c.pieces())}\n\n"
+                      f"Key numbers: {key_numbers(c.numbers)}\n\nGrounded: {grounding_md(c.grounding)}"))
     notes.sort(key=lambda t: t[0])
 
     i = 0

@@ -1,7 +1,8 @@
 """The Jinja2 environment of the reports: templates in ``agent/report/templates/``, HTML autoescaped.
 
 Filters shared by the Markdown and HTML templates: ``num`` (:func:`fmt_num`), ``seqs`` (``#3, #7``),
-``key_numbers`` (``name value; ...``) and, for Markdown table cells, ``cell`` (one line, ``|`` escaped).
+``key_numbers`` (``name value; ...``), ``grounding`` (:func:`grounding_md`) and, for Markdown,
+``marked`` (an explanation with its ungrounded numbers flagged) and ``cell`` (one line, ``|`` escaped).
 
 >>> environment().from_string("{{ x }} {{ -0.5 | num }}").render(x="<b>")
 '&lt;b&gt; −0.5'
@@ -38,6 +39,27 @@ def key_numbers(numbers: dict[str, float | str]) -> str:
     return "; ".join(f"{k} {fmt_num(v)}" for k, v in numbers.items()) or "—"
 
 
+def marked_md(parts: list[tuple[str, bool]]) -> str:
+    """An explanation for Markdown with each ungrounded number in bold and flagged.
+
+    >>> marked_md([("DLA ", False), ("0.99", True), (" of clean", False)])
+    'DLA **0.99** (ungrounded) of clean'
+    """
+    return "".join(f"**{t}** (ungrounded)" if bad else t for t, bad in parts)
+
+
+def grounding_md(problems: list[str] | None) -> str:
+    """A conclusion's grounding for a table cell: ``✓``, ``—`` (not checked) or ``✗`` and the problems.
+
+    >>> grounding_md([]), grounding_md(None), grounding_md(["seq 9 does not exist"])
+    ('✓', '—', '✗ seq 9 does not exist')
+    """
+    if problems is None:
+        return "—"
+    return "✗ " + " ".join(f"({i}) {p}" if len(problems) > 1 else p for i, p in enumerate(problems, 1)) \
+        if problems else "✓"
+
+
 def seqs(values: list[int]) -> str:
     """Event seqs as ``#3, #7`` (``—`` for none)."""
     return ", ".join(f"#{s}" for s in values) if values else "—"
@@ -53,7 +75,8 @@ def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("agent.report", "templates"),
                              autoescape=jinja2.select_autoescape(["html.j2"]), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True)
-    env.filters.update(num=fmt_num, seqs=seqs, key_numbers=key_numbers, cell=md_cell)
+    env.filters.update(num=fmt_num, seqs=seqs, key_numbers=key_numbers, cell=md_cell, marked=marked_md,
+                       grounding=grounding_md)
     return env
 
 

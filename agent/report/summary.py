@@ -9,7 +9,8 @@ tool              key number shown
 ``ablate``        ``ablation effect`` (clean − ablated metric) and ``ablation frac`` of the gap
                   (``joint ablation ...`` when several components are ablated together)
 ``patch``         ``patching effect`` and ``patching frac`` (fraction of the clean−corrupt gap)
-``path_patch``    ``path patching effect`` and ``path patching frac``
+``path_patch``    ``path patching effect (R in)`` and ``path patching frac (R in)`` of the cited path with the
+                  largest |effect| (receiver ``R``, input ``in``): the path a path-patching claim rests on
 ``steer``         ``steering frac``
 ``attention``     ``top attention``: the role (or previous / first / self) the head attends to most
 ``logit_attr…``   ``DLA``: the component's direct logit attribution
@@ -42,11 +43,13 @@ from agent.report.model import (
     Cluster,
     ComponentRow,
     Figure,
+    GroundingSummary,
     Hypothesis,
     HypothesisStep,
     RunSummary,
 )
 from agent.view import RunView
+from evals.grounding import marked
 from tools import experiments as X
 
 MAX_FIGURES = 12
@@ -110,6 +113,30 @@ def key_numbers(result: BaseModel | None, component: str) -> dict[str, float | s
     return out
 
 
+def cited_numbers(results: list[BaseModel | None], component: str) -> dict[str, float | str]:
+    """The key numbers of a conclusion from its cited results, in citation order (the first of each kind),
+    except path patching: the cited path with the largest |effect|, named by receiver and input.
+
+    >>> pp = lambda inp, e: X.PathPatchingResult(sender="L0H1", receivers=["L1H1"], receiver_input=inp, clean=2,
+    ...                                          gap=2, patched=2 - e, effect=e, effect_frac=e / 2)
+    >>> cited_numbers([pp("q", 0.002), pp("k", 0.7), pp("v", -0.1)], "L0H1")
+    {'path patching effect (L1H1 k)': 0.7, 'path patching frac (L1H1 k)': 0.35}
+    """
+    numbers: dict[str, float | str] = {}
+    paths = [r for r in results if isinstance(r, X.PathPatchingResult) and r.effect is not None]
+    for r in results:
+        if isinstance(r, X.PathPatchingResult):
+            continue
+        for k, val in key_numbers(r, component).items():
+            numbers.setdefault(k, val)
+    if paths:
+        top = max(paths, key=lambda r: abs(r.effect or 0.0))
+        where = f"({','.join(top.receivers)} {top.receiver_input})"
+        for k, val in key_numbers(top, component).items():
+            numbers[f"{k} {where}"] = val
+    return numbers
+
+
 def build_summary(run_dir: str | Path, view: RunView | None = None, figures: bool = True) -> RunSummary:
     """What a report shows, from ``run_dir``'s log (or an already built ``view`` of it)."""
     run_dir = Path(run_dir)
@@ -134,15 +161,25 @@ def build_summary(run_dir: str | Path, view: RunView | None = None, figures: boo
         except Exception:  # noqa: BLE001 - the task library is optional for a report
             pass
 
+    grounding = v.grounding() if v.conclusions else None
+    checks = {c.component: c for c in grounding.claims} if grounding else {}
     for comp, ev in v.conclusions.items():
-        numbers: dict[str, float | str] = {}
-        for cell in v.cited_cells(ev):
-            for k, val in key_numbers(cell.typed(), comp).items():
-                numbers.setdefault(k, val)
+        numbers = cited_numbers([c.typed() for c in v.cited_cells(ev)], comp)
         role = ev.role if not ev.inconclusive_reason else f"{ev.role} ({ev.inconclusive_reason})"
-        s.components.append(ComponentRow(component=comp, role=role, explanation=ev.explanation,
-                                         confidence=ev.confidence, numbers=numbers, evidence=list(ev.evidence),
-                                         seq=ev.seq))
+        check = checks.get(comp)
+        checked = check is not None and not check.automatic
+        s.components.append(ComponentRow(
+            component=comp, role=role, explanation=ev.explanation, confidence=ev.confidence, numbers=numbers,
+            evidence=list(ev.evidence), seq=ev.seq,
+            parts=marked(ev.explanation, check.numbers) if checked else [],
+            grounding=list(check.problems) if checked else None))
+    if grounding is not None:
+        sc = grounding.scores()
+        s.grounding = GroundingSummary(
+            claims=int(sc["ground_claims"] or 0), grounded=sum(c.grounded for c in grounding.claims if not c.automatic),
+            numbers=int(sc["ground_numbers"] or 0), ungrounded_numbers=int(sc["ground_ungrounded_numbers"] or 0),
+            bad_citations=int(sc["ground_bad_citations"] or 0), untested=int(sc["ground_untested"] or 0),
+            undecided=list(grounding.undecided))
     if not s.circuit:
         s.circuit = [c.component for c in s.components]
     order = {c: i for i, c in enumerate(s.circuit)}
