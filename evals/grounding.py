@@ -149,7 +149,12 @@ class NumberCheck(_Data):
     tolerance: float
     """Half a unit of its last printed digit (in ``value``'s units)."""
     signed: bool
+    ratio: bool = False
+    """Written as a ratio (``2.5x``, ``2.5×``, ``2.5 times``): it matches only ratios (attention on one role
+    over another), and other numbers never match a ratio."""
     kind: Literal["claim", "threshold"] = "claim"
+    quantity: str | None = None
+    """What the text names it as (``ablation``, ``DLA``, ``head score``...; :func:`quantities`); None: anything."""
     grounded: bool = True
     source: str | None = None
     """Where it was found (``seq 12 effect_frac``), or the nearest value of the cited results when not."""
@@ -179,8 +184,6 @@ class ClaimCheck(_Data):
     """The id of that hypothesis."""
     problems: list[str] = Field(default_factory=list)
     """One sentence per problem: what is wrong and how to fix it."""
-    fixable: list[str] = Field(default_factory=list)
-    """The problems a rewrite of the conclusion fixes (numbers, citations): what the loop sends back."""
 
     @property
     def grounded(self) -> bool:
@@ -219,7 +222,8 @@ class GroundingReport(_Data):
 
 # ---------------------------------------------------------------------------------------------- numbers
 
-_NUMBER = re.compile(r"(?<![\w.])([+\-−]?)(\d+(?:\.\d+)?)(?:[eE]([+\-−]?\d+))?(%)?(?!\.\d)")
+_NUMBER = re.compile(r"(?<![\w.])([+\-−]?)(\d+(?:\.\d+)?)(?:[eE]([+\-−]?\d+))?(%)?(?!\.\d)"
+                     r"(\s?(?:x(?![A-Za-z])|×)|\s(?:times)\b)?")
 _THRESHOLD = re.compile(r"(>=|<=|≥|≤|<|>|\bat least|\bat most|\bthreshold(?: of)?|\bconfidence(?: of)?)\s*:?\s*$",
                         re.IGNORECASE)
 
@@ -232,15 +236,17 @@ def numbers_in(text: str) -> list[NumberCheck]:
     """
     out = []
     for m in _NUMBER.finditer(text):
-        sign, mant, exp, pct = m.group(1), m.group(2), m.group(3), m.group(4)
+        sign, mant, exp, pct, ratio = m.group(1), m.group(2), m.group(3), m.group(4), m.group(5)
         if "." not in mant and exp is None and pct is None:
             continue  # a count, an offset, a seed
         decimals = len(mant.split(".")[1]) if "." in mant else 0
         e = (int(exp.replace("−", "-")) if exp else 0) - (2 if pct else 0)
         value = float(f"{'-' if sign in ('-', '−') else ''}{mant}e{e}")  # decimal parsing: 35% is 0.35 exactly
         kind: Literal["claim", "threshold"] = "threshold" if _THRESHOLD.search(text[:m.start()]) else "claim"
-        out.append(NumberCheck(text=m.group(0), start=m.start(), end=m.end(), value=value,
-                               tolerance=float(f"5e{e - decimals - 1}"), signed=bool(sign), kind=kind))
+        end = m.end(4) if pct else (m.end(3) if exp else m.end(2))
+        out.append(NumberCheck(text=text[m.start():end], start=m.start(), end=end, value=value,
+                               tolerance=float(f"5e{e - decimals - 1}"), signed=bool(sign), kind=kind,
+                               ratio=bool(ratio)))
     return out
 
 
@@ -314,24 +320,111 @@ def _walk(x: Any, allowed: set[str], path: str) -> Iterator[tuple[str, float]]:
             yield from _walk(v, allowed, f"{path}[{i}]")
 
 
-def values(cell: LoggedCell, allowed: set[str]) -> list[tuple[str, float]]:
-    """``(name, value)`` of every number a cited cell gives about the ``allowed`` components (with derived ones)."""
+QUANTITIES: dict[type[BaseModel], str] = {
+    X.AblationResult: "ablation", X.RedundancyResult: "ablation", X.PatchingResult: "patching",
+    X.SweepResult: "patching", X.PathPatchingResult: "path patching", X.SteeringResult: "steering",
+    X.AttentionResult: "attention", X.AttentionPatterns: "attention", X.DLAResult: "DLA",
+    X.HeadProfileResult: "head score", X.ProbingResult: "probe",
+}
+"""Result model → the quantity its numbers are (what a number named "ablation ..." must come from)."""
+
+_QUANTITY = re.compile(
+    r"(?P<path>path[- ]patch\w*|\bpaths?\b)"
+    r"|(?P<dla>\bDLA\b|logit attribution|direct (?:logit )?(?:effect|attribution)|direct logit)"
+    r"|(?P<score>\bscores?\b|copying|induction|previous[- ]token|duplicate[- ]token|look-?back)"
+    r"|(?P<attention>attention|\battends?\b|attending)"
+    r"|(?P<ablation>ablat\w*|knock\w* out)"
+    r"|(?P<patching>patch\w*|sweep)"
+    r"|(?P<steering>steer\w*)"
+    r"|(?P<probe>\bprob(?:e|es|ing)\b|accuracy)", re.IGNORECASE)
+_GROUP = {"path": "path patching", "dla": "DLA", "score": "head score", "attention": "attention",
+          "ablation": "ablation", "patching": "patching", "steering": "steering", "probe": "probe"}
+_SENTENCE = re.compile(r"[.!?](?:\s|$)")
+_ROLE = re.compile(r"\b(?!DLA\b)([A-Z][A-Z0-9]*|previous|first|self)\b")
+"""A position an attention number can be about: a task role (``IO``, ``S2``, ``END``) or previous / first / self."""
+
+
+def quantities(text: str, numbers: list[NumberCheck]) -> list[str | None]:
+    """The quantity each number is named as: the last quantity word between the previous number and it
+    (``mean-ablation effect +0.17`` → ablation); with none, the previous number's quantity in the same
+    sentence (``q +0.00, k +0.07`` after ``path patching``); else None (any quantity). A path-patching
+    number right after a path's name (``L1H1:k +0.07``, ``L1H1's k input (+0.07``) is that path's.
+
+    >>> t = "ablation +0.17 and patching +0.55 of the gap; path patching: q +0.00, L1H1:k +0.07. DLA 0.4, then 0.2"
+    >>> quantities(t, numbers_in(t))
+    ['ablation', 'patching', 'path patching', 'path patching L1H1 k', 'DLA', 'DLA']
+    >>> quantities("It is 0.5. Then 0.3", numbers_in("It is 0.5. Then 0.3"))
+    [None, None]
+    >>> t = "attends from END to IO (attention 0.32), to S1 0.05"
+    >>> quantities(t, numbers_in(t))
+    ['attention IO', 'attention S1']
+    """
+    out: list[str | None] = []
+    prev_end, prev_q = 0, None
+    bounds = [m.end() for m in _NUMBER.finditer(text)]
+    for n in numbers:
+        start = max([b for b in bounds if b <= n.start] + [0])
+        start = max(start, prev_end)
+        window = text[start:n.start]
+        found = [m for m in _QUANTITY.finditer(window)]
+        if found:
+            q: str | None = _GROUP[found[-1].lastgroup or ""]
+        elif _SENTENCE.search(text[prev_end:n.start]) or not out:
+            q = None
+        else:
+            q = prev_q
+        path = path_named(window)
+        role = _ROLE.findall(window) if q == "attention" else []
+        if path and q in (None, "path patching"):
+            out.append(f"path patching {path}")
+            q = "path patching"
+        elif role:
+            out.append(f"attention {role[-1]}")
+        else:
+            out.append(q)
+        prev_end, prev_q = n.end, q
+    return out
+
+
+_PATH_NAME = re.compile(r"\b(L\d+H\d+|MLP\d+|ATTN\d+)(?::\s*|'s\s+)(q|k|v|resid)\b(?:[- ]input)?\W*$")
+
+
+def path_named(window: str) -> str | None:
+    """``"L1H1 k"`` when the text right before a number names one path (``L1H1:k``, ``L1H1's k input (``).
+
+    >>> path_named("flows through L1H1's v input ("), path_named("; L1H0:q "), path_named("patching ")
+    ('L1H1 v', 'L1H0 q', None)
+    """
+    m = _PATH_NAME.search(window)
+    return f"{m.group(1)} {m.group(2)}" if m else None
+
+
+def values(cell: LoggedCell, allowed: set[str]) -> list[tuple[str, float, str | None]]:
+    """``(name, value, quantity)`` of every number a cited cell gives about the ``allowed`` components, with
+    derived ones (quantity None: a free-form cell, whose numbers may be named anything). A path-patching
+    result's quantity names its path: ``path patching L1H1 k``."""
     r = cell.typed()
     data = r.model_dump(mode="json", by_alias=True) if r is not None else cell.data
-    out = list(_walk(data, allowed, ""))
+    q = QUANTITIES.get(type(r)) if r is not None else None
+    if isinstance(r, X.PathPatchingResult):
+        q = f"path patching {','.join(r.receivers)} {r.receiver_input}"
+    out = [(name, v, "ablation" if name.startswith("ablation_frac") else q) for name, v in _walk(data, allowed, "")]
     if isinstance(r, X.DLAResult):
         for c, v in r.dla.items():
             if c in allowed and v is not None:
                 if r.clean:
-                    out.append((f"dla.{c} / |clean|", v / abs(r.clean)))
+                    out.append((f"dla.{c} / |clean|", v / abs(r.clean), q))
                 if r.gap:
-                    out.append((f"dla.{c} / gap", v / r.gap))
+                    out.append((f"dla.{c} / gap", v / r.gap, q))
     elif isinstance(r, X.AttentionResult):
-        roles = r.summary.roles
-        for a, va in roles.items():
-            for b, vb in roles.items():
+        sm = r.summary
+        places = {**sm.roles, "previous": sm.previous, "first": sm.first, "self": sm.self_}
+        out = [(name, v, q) for name, v, q in out if not name.startswith("summary.")]
+        out += [(f"attention {a}", v, f"attention {a}") for a, v in places.items() if v is not None]
+        for a, va in sm.roles.items():
+            for b, vb in sm.roles.items():
                 if a != b and vb:
-                    out.append((f"attention {a} / {b}", va / vb))
+                    out.append((f"attention {a} / {b}", va / vb, "ratio"))
     return out
 
 
@@ -404,6 +497,15 @@ def _tested(claim: Claim, record: RunRecord, cells: dict[int, LoggedCell]) -> tu
                          "fresh seed) and mark it supported citing that seq, or conclude 'unclear role'")
 
 
+def _same_quantity(q: str | None, vq: str | None, ratio: bool) -> bool:
+    """Can a number named ``q`` (None: unnamed) be a value of quantity ``vq`` (None: free-form)?"""
+    if (vq == "ratio") != ratio:
+        return ratio and vq is None
+    if ratio or q is None or vq is None:
+        return True
+    return vq == q or vq.startswith(q + " ")  # "path patching" / "attention" cover each path / each place
+
+
 def check_claim(claim: Claim, record: RunRecord) -> ClaimCheck:
     """The grounding of one conclusion against the run's record (see the module docstring)."""
     out = ClaimCheck(component=claim.component, role=claim.role, seq=claim.seq,
@@ -414,33 +516,39 @@ def check_claim(claim: Claim, record: RunRecord) -> ClaimCheck:
     named = _named(claim.explanation, claim.component)
     out.citations = [_cite(q, record, cells, claim, named) for q in dict.fromkeys(claim.evidence)]
     if not claim.evidence:
-        out.fixable.append("the conclusion cites no evidence; cite the seqs of the results it rests on")
-    out.fixable += [c.problem for c in out.citations if c.problem]
+        out.problems.append("the conclusion cites no evidence; cite the seqs of the results it rests on")
+    out.problems += [c.problem for c in out.citations if c.problem]
     allowed = {claim.component} | named
-    pool: list[tuple[str, float]] = []
+    pool: list[tuple[str, float, str | None]] = []
     for c in out.citations:
         if c.ok:
-            pool += [(f"seq {c.seq} {name}", v) for name, v in values(cells[c.seq], allowed)]
+            pool += [(f"seq {c.seq} {name}", v, q) for name, v, q in values(cells[c.seq], allowed)]
     out.numbers = numbers_in(claim.explanation)
     bad = []
-    for n in out.numbers:
+    for n, q in zip(out.numbers, quantities(claim.explanation, out.numbers), strict=True):
+        n.quantity = q
         if n.kind != "claim":
             continue
-        hit = next((name for name, v in pool if matches(n, v)), None)
+        if q and q.startswith("attention ") and not any(vq == q for _, _, vq in pool):
+            q = "attention"  # a role the cited results do not break attention down by
+        cands = [(name, v) for name, v, vq in pool if _same_quantity(q, vq, n.ratio)]
+        hit = next((name for name, v in cands if matches(n, v)), None)
         if hit is not None:
             n.source = hit
             continue
         n.grounded = False
-        near = min(pool, key=lambda p: abs(abs(p[1]) - abs(n.value)), default=None)
-        n.source = None if near is None else f"nearest: {near[1]:.4g} ({near[0]})"
+        near = min(cands or [(name, v) for name, v, _ in pool], key=lambda p: abs(abs(p[1]) - abs(n.value)),
+                   default=None)
+        what = f" {q}" if q else ""
+        n.source = None if near is None else f"nearest{what} value: {near[1]:.4g} ({near[0]})"
         bad.append(n)
     if bad:
         cited = ", ".join(str(c.seq) for c in out.citations if c.ok) or "none valid"
         for n in bad:
-            out.fixable.append(f"the number {n.text} matches no number of the cited results about "
+            what = f"{n.quantity} number" if n.quantity else "number"
+            out.problems.append(f"the number {n.text} matches no {what} of the cited results about "
                                f"{claim.component} (seqs {cited}){'; ' + n.source if n.source else ''}: quote the "
-                               "result's number (rounded), or cite the result it comes from")
-    out.problems = list(out.fixable)
+                               "result's number (rounded) under its name, or cite the result it comes from")
     if not claim.role.strip().lower().startswith(NON_CLAIM_ROLES):
         out.tested, out.hypothesis, why = _tested(claim, record, cells)
         if not out.tested:

@@ -46,8 +46,12 @@ def test_claude_drives_full_investigation_with_retries_malformed_input_and_step_
         turn(tool_use("record_hypothesis", {"component": "L1H0", "statement": "moves IO", "status": "proposed",
                                             "prediction": "held-out DLA > 0"}),
              tool_use("logit_attribution", {"components": ["L1H0"], "prompts": "heldout"})),
-        tool_turn("conclude_component", {"component": "L1H0", "role": "name mover", "confidence": 0.8,
-                                         "explanation": "attends to IO and writes it", "evidence": [3]}),
+        # seq 4 is the first ablation's result, seq 14 the held-out DLA: a grounded conclusion, recorded at once
+        turn(tool_use("record_hypothesis", {"component": "L1H0", "hypothesis_id": "L1H0.h1", "statement": "moves IO",
+                                            "status": "supported", "evidence": [14]}),
+             tool_use("conclude_component", {"component": "L1H0", "role": "name mover", "confidence": 0.8,
+                                             "explanation": "mean ablation removes 0.50 of the gap; it writes IO",
+                                             "evidence": [4, 14]})),
         # L0H1: never concludes; the per-component step budget (4) stops it
         tool_turn("head_scores", {"heads": ["L0H1"]}),
         tool_turn("attention", {"head": "L0H1"}),
@@ -84,6 +88,7 @@ def test_claude_drives_full_investigation_with_retries_malformed_input_and_step_
     hit = [e for e in events if e.kind == "budget" and e.limit_hit]
     assert [(e.component, e.limit_hit) for e in hit] == [("L0H1", "component_steps")]
     assert sum(1 for e in events if e.kind == "error" and e.where == "tool.ablate") == 1
+    assert not any(e.kind == "error" and e.where.startswith("grounding") for e in events)
 
 
 def test_usd_budget_stops_the_run_and_it_still_reports(tmp_path, claude):

@@ -155,6 +155,9 @@ def test_malformed_tool_input_goes_back_as_tool_error(tmp_path, monkeypatch):
         LLMResponse(content=[TextBlock(text="done"), ToolUseBlock(id="t4", name="conclude_component", input={
             "component": "L1H0", "role": "name mover", "explanation": "x", "confidence": 0.7,
             "evidence": [10_000]})], stop_reason="tool_use"),
+        LLMResponse(content=[ToolUseBlock(id="t5", name="conclude_component", input={
+            "component": "L1H0", "role": "name mover", "explanation": "x", "confidence": 0.7,
+            "evidence": [10_000]})], stop_reason="tool_use"),
     ]
     backend = Scripted(turns)
     monkeypatch.setattr("agent.run.make_backend", lambda cfg: backend)
@@ -165,10 +168,14 @@ def test_malformed_tool_input_goes_back_as_tool_error(tmp_path, monkeypatch):
     assert "cannot parse component 'L9X9'" in second[0]["content"] and "unknown tool" in second[1]["content"]
     third = backend.seen[2][-1]["content"][0]
     assert third["is_error"] is False and json.loads(third["content"])["data"]["effect_frac"] == 0.5
+    # the conclusion citing a seq that does not exist is sent back once, then recorded as it is
+    fourth = backend.seen[3][-1]["content"][0]
+    assert fourth["is_error"] is True and "evidence seq 10000 does not exist" in fourth["content"]
     events = _check_log(out.run_dir)
     c = next(e for e in events if e.kind == "conclusion")
-    assert c.evidence == []  # an evidence seq that does not exist is dropped, not a crash
+    assert c.evidence == []  # an evidence seq that does not exist is dropped from the log, not a crash
     assert sum(1 for e in events if e.kind == "error" and e.where.startswith("tool.")) == 2
+    assert sum(1 for e in events if e.kind == "error" and e.where == "grounding.conclude_component") == 1
 
 
 @pytest.mark.parametrize("crash_after", [2, 5, 10, 18])
@@ -258,9 +265,11 @@ def test_a_run_whose_sandbox_cannot_start_leaves_nothing(tmp_path):
 def test_a_turn_without_tools_gets_one_reminder_then_the_component_ends(tmp_path, monkeypatch):
     from agent.graph import NUDGE
 
+    conclude = {"component": "L1H0", "role": "mover", "explanation": "x", "confidence": 0.4}
     turns = [LLMResponse(content=[TextBlock(text="I think it is a mover.")], stop_reason="end_turn"),
-             LLMResponse(content=[ToolUseBlock(id="c", name="conclude_component", input={
-                 "component": "L1H0", "role": "mover", "explanation": "x", "confidence": 0.4})]),
+             LLMResponse(content=[ToolUseBlock(id="c", name="conclude_component", input=conclude)]),
+             # sent back (no evidence, no tested hypothesis); the retry is recorded as it is
+             LLMResponse(content=[ToolUseBlock(id="c2", name="conclude_component", input=conclude)]),
              LLMResponse(content=[TextBlock(text="no idea")], stop_reason="end_turn"),
              LLMResponse(content=[TextBlock(text="still no idea")], stop_reason="end_turn")]
     backend = Scripted(turns)
@@ -269,7 +278,9 @@ def test_a_turn_without_tools_gets_one_reminder_then_the_component_ends(tmp_path
     assert backend.seen[1][-1] == {"role": "user", "content": NUDGE}
     assert out.conclusions["L1H0"]["role"] == "mover"
     assert out.conclusions["L0H1"]["inconclusive_reason"] == "planner stopped without a conclusion"
-    assert len(backend.seen) == 4
+    assert len(backend.seen) == 5
+    sent_back = backend.seen[2][-1]["content"][0]
+    assert sent_back["is_error"] and "cites no evidence" in sent_back["content"]
 
 
 def test_fake_experiments_have_the_real_signatures_and_every_tool_a_handler():

@@ -81,6 +81,9 @@ def test_resume_restores_kernel_state_of_the_unfinished_component(tmp_path, monk
         LLMResponse(content=[ToolUseBlock(id="b", name="run_code", input={"code": "_result = {'x': x + 1}"})]),
         LLMResponse(content=[ToolUseBlock(id="c", name="conclude_component", input={
             "component": "L1H0", "role": "name mover", "explanation": "e", "confidence": 0.5})]),
+        # the grounding check sends the ungrounded conclusion back once; the retry is recorded
+        LLMResponse(content=[ToolUseBlock(id="c2", name="conclude_component", input={
+            "component": "L1H0", "role": "name mover", "explanation": "e", "confidence": 0.5})]),
     ]
 
     class Scripted:

@@ -12,6 +12,9 @@ task's prompts and computes every score in ``evals``:
 - ground truth (``gt_*``) on planted models: exact component F1 and role ARI;
 - faithfulness (``faith_*``) of the agent's and the reference circuit, and the area under the top-k
   curve of the agent's ranking;
+- grounding (``ground_*``, :mod:`evals.grounding`, from the log alone): the fraction of conclusions whose
+  citations, numbers and role are traced to logged evidence, numbers checked and ungrounded, invalid
+  citations, roles without a tested hypothesis, hypotheses never decided;
 - cost (``cost_*``): planner steps, tool calls, tokens, USD, wall time.
 
 :func:`evaluate_run` appends them as an ``evaluation`` event (NaN stored as null by pydantic's JSON).
@@ -67,6 +70,10 @@ class RunData(_Data):
     ranking: list[str] = Field(default_factory=list)
     """The agent's components by importance: localisation |effect| order, else the circuit's order."""
     cost: dict[str, float] = Field(default_factory=dict)
+    grounding: dict[str, float | None] = Field(default_factory=dict)
+    """The run's grounding scores (:meth:`evals.grounding.GroundingReport.scores`), from the log alone."""
+    grounding_problems: dict[str, list[str]] = Field(default_factory=dict)
+    """Component → its conclusion's grounding problems (ungrounded conclusions only)."""
 
 
 def _is_circuit_role(role: str) -> bool:
@@ -99,10 +106,12 @@ def read_run(run_dir: str | Path) -> RunData:
     cost = {"steps": float(u.steps), "tool_calls": float(u.tool_calls), "tokens": float(u.tokens),
             "usd": float(u.usd), "wall_s": float("nan") if u.wall_s is None else float(u.wall_s)}
     cfg = started.config or {}
+    g = v.grounding()
     return RunData(run_dir=str(run_dir), task=started.task, model=started.model, seed=started.seed,
                    n_prompts=int(cfg.get("n_prompts") or (cfg.get("run") or {}).get("n_prompts") or 32),
                    planner=started.planner, roles=roles, circuit=circuit,
-                   clusters={n: list(e.components) for n, e in v.clusters.items()}, ranking=ranking, cost=cost)
+                   clusters={n: list(e.components) for n, e in v.clusters.items()}, ranking=ranking, cost=cost,
+                   grounding=g.scores(), grounding_problems={c.component: c.problems for c in g.claims if c.problems})
 
 
 def load_eval_model(ref: str) -> Any:
@@ -244,6 +253,8 @@ def score_run(data: RunData, *, seed: int | None = None, n_prompts: int | None =
         curve = faithfulness_curve(model, batch, ranking, metric)
         scores["faith_curve_area"] = curve.area
         details["faithfulness_curve"] = curve.model_dump()
+    scores.update(data.grounding)
+    details["grounding"] = {"problems": data.grounding_problems}
     scores.update({f"cost_{k}": _nan(v) for k, v in data.cost.items()})
     return scores, details
 

@@ -39,7 +39,9 @@ def append_result(out: Path, r: CellResult) -> None:
 TABLE_COLUMNS: list[tuple[str, str]] = [
     ("ic_auc_agent", "IC AUC agent"), ("ic_auc_reference", "IC AUC reference"), ("ic_null_agent", "IC AUC random"),
     ("rep_f1", "rep F1"), ("rep_ari", "rep ARI"), ("gt_f1", "GT F1"), ("gt_ari", "GT ARI"),
-    ("faith_agent", "faithfulness"), ("faith_curve_area", "faith. curve area"), ("cost_steps", "steps"),
+    ("faith_agent", "faithfulness"), ("faith_curve_area", "faith. curve area"), ("ground_rate", "grounded"),
+    ("ground_ungrounded_numbers", "ungrounded nums"), ("ground_bad_citations", "bad cites"),
+    ("ground_untested", "untested"), ("ground_undecided", "undecided hyps"), ("cost_steps", "steps"),
     ("cost_tokens", "tokens"), ("cost_usd", "USD"), ("cost_wall_s", "wall s"),
 ]
 """Columns of the summary table: (score name, header)."""
@@ -54,7 +56,8 @@ def _mean_std(vals: list[float]) -> tuple[float, float] | None:
     return m, sd
 
 
-DIGITS: dict[str, int] = {"cost_steps": 0, "cost_tool_calls": 0, "cost_tokens": 0, "cost_usd": 4, "cost_wall_s": 1}
+DIGITS: dict[str, int] = {"ground_ungrounded_numbers": 1, "ground_bad_citations": 1, "ground_untested": 1,
+                          "ground_undecided": 1, "cost_steps": 0, "cost_tool_calls": 0, "cost_tokens": 0, "cost_usd": 4, "cost_wall_s": 1}
 """Decimals per score in the Markdown table (default 3)."""
 
 

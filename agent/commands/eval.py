@@ -49,11 +49,11 @@ def register(app: typer.Typer) -> None:
         ] = None,
         no_append: Annotated[bool, typer.Option("--no-append", help="Do not write the evaluation event.")] = False,
     ) -> None:
-        """Score one run: interchangeability, replication, ground truth, faithfulness, cost."""
+        """Score one run: interchangeability, replication, ground truth, faithfulness, grounding, cost."""
         from rich.table import Table
 
         from agent.bench import default_judge, evaluate_run
-        from agent.commands.output import emit
+        from agent.commands.output import STATE, console, emit
         from agent.paths import resolve_run
 
         run_dir = resolve_run(run, out)
@@ -63,7 +63,12 @@ def register(app: typer.Typer) -> None:
         t.add_column("value", justify="right")
         for k, v in res["scores"].items():
             t.add_row(k, "–" if v is None else f"{v:.4g}")
-        emit({"run_dir": res["run_dir"], "scores": res["scores"]}, t)
+        problems = res["details"].get("grounding", {}).get("problems", {})
+        emit({"run_dir": res["run_dir"], "scores": res["scores"], "grounding_problems": problems}, t)
+        if not STATE.json:
+            for comp, ps in problems.items():
+                for p in ps:
+                    console.print(f"[yellow]ungrounded[/] {comp}: {p}", markup=True, highlight=False)
         _show_interchange(res["details"], run_dir)
 
     @app.command("bench")

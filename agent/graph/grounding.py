@@ -1,12 +1,12 @@
 """The loop's grounding check of ``conclude_component`` (:func:`evals.grounding.check_claim` on the log so far).
 
-A conclusion whose explanation has numbers no cited result gives, or whose evidence is invalid (a seq that
-does not exist, is not a successful experiment, or concerns another component the explanation does not
-name), is not recorded the first time: the planner gets a tool error listing exactly which numbers and seqs
-fail, and an ``error`` event (``where`` = :data:`WHERE`) logs it. The next ``conclude_component`` for the
-component is recorded as it is; a problem it still has goes back in the tool result (and the run's
-grounding score counts it). A role without a supported hypothesis tested on held-out data is recorded but
-noted the same way: the fix is more experiments, not a rewrite.
+A conclusion that fails the check — numbers no cited result gives, invalid evidence (a seq that does not
+exist, is not a successful experiment, or concerns another component the explanation does not name), no
+citation, or a role without a supported hypothesis tested on held-out data — is not recorded the first
+time: the planner gets a tool error listing exactly which numbers, seqs and hypotheses fail, and an
+``error`` event (``where`` = :data:`WHERE`) logs it. The planner may fix it (rewrite it, or run the missing
+held-out test first); its next ``conclude_component`` for the component is recorded as it is, and what is
+still ungrounded counts in the run's grounding score.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ def rejection(component: str, check: ClaimCheck) -> str:
     """The tool error for a conclusion sent back."""
     lines = [f"conclusion of {component} NOT recorded: its grounding check failed:"]
     lines += [f"- {p}" for p in check.problems]
-    lines.append("Fix the explanation or the evidence and call conclude_component again. You get one retry: the "
-                 "next conclusion is recorded as it is, and what is still ungrounded counts against the run.")
+    lines.append("Fix the explanation or the evidence (or first run the held-out test the role needs) and call "
+                 "conclude_component again. You get one retry: the next conclusion is recorded as it is, and what "
+                 "is still ungrounded counts against the run.")
     return "\n".join(lines)
 
 
