@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -155,6 +155,8 @@ class NumberCheck(_Data):
     kind: Literal["claim", "threshold"] = "claim"
     quantity: str | None = None
     """What the text names it as (``ablation``, ``DLA``, ``head score``...; :func:`quantities`); None: anything."""
+    unit: str | None = None
+    """``gap`` / ``clean`` when followed by "of the gap" / "of the clean metric" (:func:`unit`); None: any."""
     grounded: bool = True
     source: str | None = None
     """Where it was found (``seq 12 effect_frac``), or the nearest value of the cited results when not."""
@@ -223,7 +225,7 @@ class GroundingReport(_Data):
 # ---------------------------------------------------------------------------------------------- numbers
 
 _NUMBER = re.compile(r"(?<![\w.])([+\-−]?)(\d+(?:\.\d+)?)(?:[eE]([+\-−]?\d+))?(%)?(?!\.\d)"
-                     r"(\s?(?:x(?![A-Za-z])|×)|\s(?:times)\b)?")
+                     r"((?:x(?![A-Za-z])|×)|\s?times\b)?")
 _THRESHOLD = re.compile(r"(>=|<=|≥|≤|<|>|\bat least|\bat most|\bthreshold(?: of)?|\bconfidence(?: of)?)\s*:?\s*$",
                         re.IGNORECASE)
 
@@ -326,64 +328,107 @@ QUANTITIES: dict[type[BaseModel], str] = {
     X.AttentionResult: "attention", X.AttentionPatterns: "attention", X.DLAResult: "DLA",
     X.HeadProfileResult: "head score", X.ProbingResult: "probe",
 }
-"""Result model → the quantity its numbers are (what a number named "ablation ..." must come from)."""
+"""Result model → the quantity its numbers are (what a number named "ablation ..." must come from). Finer:
+a path (``path patching L1H1 k``), an ablation method (``ablation mean``), a head score (``head score
+induction``), attention on a place (``attention IO``); the metric itself (``clean``, ``corrupt``, ``gap``, ``ablated``...) is ``metric``."""
+
+_METRIC_FIELDS = {"clean", "corrupt", "gap", "ablated", "patched", "steered"}
+_SCORE_FIELDS = {"copying": "copying", "prev_token": "previous token", "lookback": "look-back",
+                 "induction": "induction", "induction_textbook": "induction", "duplicate_token": "duplicate token"}
+_GAP_TABLES = {"effect_frac", "ablation_frac", "single", "pairs"}
+_GAP_FIELDS = {"effect_frac", "joint", "sum_single"}
 
 _QUANTITY = re.compile(
     r"(?P<path>path[- ]patch\w*|\bpaths?\b)"
     r"|(?P<dla>\bDLA\b|logit attribution|direct (?:logit )?(?:effect|attribution)|direct logit)"
-    r"|(?P<score>\bscores?\b|copying|induction|previous[- ]token|duplicate[- ]token|look-?back)"
+    r"|(?P<s_lookback>look-?back(?:\s+scores?)?)|(?P<s_prev>previous[- ]token(?:\s+scores?)?)"
+    r"|(?P<s_dup>duplicate[- ]token(?:\s+scores?)?)|(?P<s_ind>induction(?:\s+scores?)?)"
+    r"|(?P<s_copy>copying(?:\s+scores?)?)|(?P<score>\bscores?\b)"
     r"|(?P<attention>attention|\battends?\b|attending)"
+    r"|(?P<a_mean>mean[- ]ablat\w*)|(?P<a_zero>zero[- ]ablat\w*)|(?P<a_resample>resampl\w*[- ]ablat\w*)"
     r"|(?P<ablation>ablat\w*|knock\w* out)"
     r"|(?P<patching>patch\w*|sweep)"
     r"|(?P<steering>steer\w*)"
-    r"|(?P<probe>\bprob(?:e|es|ing)\b|accuracy)", re.IGNORECASE)
-_GROUP = {"path": "path patching", "dla": "DLA", "score": "head score", "attention": "attention",
-          "ablation": "ablation", "patching": "patching", "steering": "steering", "probe": "probe"}
+    r"|(?P<probe>\bprob(?:e|es|ing)\b|accuracy)"
+    r"|(?P<metric>\bclean\b|\bcorrupt\b|\bgap\b|\bmetric\b|logit diff\w*)", re.IGNORECASE)
+_GROUP = {"path": "path patching", "dla": "DLA", "s_lookback": "head score look-back",
+          "s_prev": "head score previous token", "s_dup": "head score duplicate token",
+          "s_ind": "head score induction", "s_copy": "head score copying", "score": "head score",
+          "attention": "attention", "ablation": "ablation", "a_mean": "ablation mean", "a_zero": "ablation zero",
+          "a_resample": "ablation resample", "patching": "patching", "steering": "steering",
+          "probe": "probe", "metric": "metric"}
+_OF = r"of (?:the )?(?:clean\s*[-−]\s*corrupt\s+)?"
+_UNIT = re.compile(rf"^\s*(?:{_OF}(?:metric\s+)?(?P<gap>gap)\b|{_OF}(?P<clean>clean)\b)", re.IGNORECASE)
+_QUALIFIER = re.compile(rf"\b{_OF}(?:clean(?: metric)?|gap|corrupt(?: metric)?)\b|\bas (?:a )?fractions? "
+                        r"of the (?:clean )?gap\b", re.IGNORECASE)
+""""of the gap", "of the clean metric": the unit of the number before, not a name of the number after."""
 _SENTENCE = re.compile(r"[.!?](?:\s|$)")
 _ROLE = re.compile(r"\b(?!DLA\b)([A-Z][A-Z0-9]*|previous|first|self)\b")
+_OF_ITS = re.compile(r"\s*of (?:its|the|their) ([^,;.()]*)")
+_ROLE_AFTER = re.compile(r"^\s*(?:of (?:its|the) attention\s+)?(?:on|to|at|for)\s+(?:the\s+)?"
+                         r"(?!DLA\b)([A-Z][A-Z0-9]*|previous|first|self)\b")
 """A position an attention number can be about: a task role (``IO``, ``S2``, ``END``) or previous / first / self."""
 
 
 def quantities(text: str, numbers: list[NumberCheck]) -> list[str | None]:
     """The quantity each number is named as: the last quantity word between the previous number and it
-    (``mean-ablation effect +0.17`` → ablation); with none, the previous number's quantity in the same
+    (``mean-ablation effect +0.17`` → ``ablation mean``; words for the metric itself — ``logit difference``,
+    ``clean``, ``gap`` — count only when no experiment is named there; ``"of the gap"`` after a number is
+    its unit, not a name of the next); with none, the last experiment named for a number of the same
     sentence (``q +0.00, k +0.07`` after ``path patching``); else None (any quantity). A path-patching
-    number right after a path's name (``L1H1:k +0.07``, ``L1H1's k input (+0.07``) is that path's.
+    number right after a path's name (``L1H1:k +0.07``, ``L1H1's k input (+0.07``) is that path's; an
+    attention number is that of the place named right after it (``0.36 on IO``) or last before it; a
+    quantity named right after (``0.36 of its attention``) wins.
 
     >>> t = "ablation +0.17 and patching +0.55 of the gap; path patching: q +0.00, L1H1:k +0.07. DLA 0.4, then 0.2"
     >>> quantities(t, numbers_in(t))
     ['ablation', 'patching', 'path patching', 'path patching L1H1 k', 'DLA', 'DLA']
     >>> quantities("It is 0.5. Then 0.3", numbers_in("It is 0.5. Then 0.3"))
     [None, None]
-    >>> t = "attends from END to IO (attention 0.32), to S1 0.05"
+    >>> t = "from END it puts 0.36 of its attention on IO, 0.002 on S1; look-back score 0.38, clean 9.3"
     >>> quantities(t, numbers_in(t))
-    ['attention IO', 'attention S1']
+    ['attention IO', 'attention S1', 'head score look-back', 'metric']
     """
     out: list[str | None] = []
     prev_end, prev_q = 0, None
     bounds = [m.end() for m in _NUMBER.finditer(text)]
     for n in numbers:
-        start = max([b for b in bounds if b <= n.start] + [0])
-        start = max(start, prev_end)
-        window = text[start:n.start]
-        found = [m for m in _QUANTITY.finditer(window)]
-        if found:
-            q: str | None = _GROUP[found[-1].lastgroup or ""]
-        elif _SENTENCE.search(text[prev_end:n.start]) or not out:
-            q = None
-        else:
-            q = prev_q
+        start = max([b for b in bounds if b <= n.start] + [0] + [prev_end])
+        window = _QUALIFIER.sub(" ", text[start:n.start])
+        found = list(_QUANTITY.finditer(window))
+        named = [m for m in found if m.lastgroup != "metric"]
+        if _SENTENCE.search(text[prev_end:n.start]):
+            prev_q = None
+        q: str | None = _GROUP[named[-1].lastgroup or ""] if named else ("metric" if found else prev_q)
+        of = _OF_ITS.match(text[n.end:])  # "0.36 of its attention on IO": named after the number
+        named_after = [m for m in _QUANTITY.finditer(of.group(1)) if m.lastgroup != "metric"] if of else []
+        if named_after:
+            q = _GROUP[named_after[0].lastgroup or ""]
         path = path_named(window)
-        role = _ROLE.findall(window) if q == "attention" else []
+        after = _ROLE_AFTER.match(text[n.end:])
+        role = ([after.group(1)] if after else _ROLE.findall(window)) if q == "attention" else []
         if path and q in (None, "path patching"):
-            out.append(f"path patching {path}")
             q = "path patching"
+            out.append(f"path patching {path}")
         elif role:
             out.append(f"attention {role[-1]}")
         else:
             out.append(q)
-        prev_end, prev_q = n.end, q
+        if q not in (None, "metric"):
+            prev_q = q
+        prev_end = n.end
     return out
+
+
+def unit(text: str, n: NumberCheck) -> str | None:
+    """``gap`` when the number is followed by "of the gap", ``clean`` by "of the clean metric", else None.
+
+    >>> t = "DLA +0.40 of the clean metric, ablation 0.2 of the clean - corrupt gap, effect 3.1"
+    >>> [unit(t, n) for n in numbers_in(t)]
+    ['clean', 'gap', None]
+    """
+    m = _UNIT.match(text[n.end:])
+    return None if m is None else ("gap" if m.group("gap") else "clean")
 
 
 _PATH_NAME = re.compile(r"\b(L\d+H\d+|MLP\d+|ATTN\d+)(?::\s*|'s\s+)(q|k|v|resid)\b(?:[- ]input)?\W*$")
@@ -399,32 +444,64 @@ def path_named(window: str) -> str | None:
     return f"{m.group(1)} {m.group(2)}" if m else None
 
 
-def values(cell: LoggedCell, allowed: set[str]) -> list[tuple[str, float, str | None]]:
-    """``(name, value, quantity)`` of every number a cited cell gives about the ``allowed`` components, with
-    derived ones (quantity None: a free-form cell, whose numbers may be named anything). A path-patching
-    result's quantity names its path: ``path patching L1H1 k``."""
+class Value(NamedTuple):
+    """One number a cited result gives."""
+
+    name: str
+    """Where it is in the result (``effect_frac``, ``scores.L0H1.prev_token``, ``dla.L1H1 / |clean|``)."""
+    value: float
+    quantity: str | None
+    """What it is (:data:`QUANTITIES`); None for a free-form cell's numbers (they may be named anything)."""
+    unit: str | None = None
+    """``gap``: a fraction of the clean − corrupt gap; ``clean``: a fraction of the clean metric; None: raw."""
+    metric: bool = False
+    """A value of the task metric itself (``clean``, ``corrupt``, ``gap``, ``ablated``, ``patched``...)."""
+
+
+def _classify(name: str, q: str | None) -> tuple[str | None, str | None, bool]:
+    """(quantity, unit, is a metric value) of the field ``name`` of a result of quantity ``q``."""
+    if q is None:
+        return None, None, False
+    parts = name.split(".")
+    top, last = parts[0], parts[-1]
+    if top in _METRIC_FIELDS and len(parts) == 1:
+        return q, None, True
+    if top == "ablation_frac":
+        return "ablation zero", "gap", False
+    if q == "head score" and last in _SCORE_FIELDS:
+        return f"head score {_SCORE_FIELDS[last]}", None, False
+    return q, ("gap" if top in _GAP_TABLES or last in _GAP_FIELDS else None), False
+
+
+def values(cell: LoggedCell, allowed: set[str]) -> list[Value]:
+    """Every number a cited cell gives about the ``allowed`` components, with derived ones (a DLA as a
+    fraction of the clean metric and of the gap; attention per place, and as ratios between roles).
+    Offsets (``induction_offset``, ``lookback_offset``) are positions, not values."""
     r = cell.typed()
     data = r.model_dump(mode="json", by_alias=True) if r is not None else cell.data
     q = QUANTITIES.get(type(r)) if r is not None else None
     if isinstance(r, X.PathPatchingResult):
         q = f"path patching {','.join(r.receivers)} {r.receiver_input}"
-    out = [(name, v, "ablation" if name.startswith("ablation_frac") else q) for name, v in _walk(data, allowed, "")]
+    elif isinstance(r, X.AblationResult | X.RedundancyResult):
+        q = f"ablation {r.method}"
+    out = [Value(name, v, *_classify(name, q)) for name, v in _walk(data, allowed, "")
+           if r is None or not name.endswith("_offset")]
     if isinstance(r, X.DLAResult):
         for c, v in r.dla.items():
             if c in allowed and v is not None:
                 if r.clean:
-                    out.append((f"dla.{c} / |clean|", v / abs(r.clean), q))
+                    out.append(Value(f"dla.{c} / |clean|", v / abs(r.clean), q, "clean"))
                 if r.gap:
-                    out.append((f"dla.{c} / gap", v / r.gap, q))
+                    out.append(Value(f"dla.{c} / gap", v / r.gap, q, "gap"))
     elif isinstance(r, X.AttentionResult):
         sm = r.summary
         places = {**sm.roles, "previous": sm.previous, "first": sm.first, "self": sm.self_}
-        out = [(name, v, q) for name, v, q in out if not name.startswith("summary.")]
-        out += [(f"attention {a}", v, f"attention {a}") for a, v in places.items() if v is not None]
+        out = [x for x in out if not x.name.startswith("summary.")]
+        out += [Value(f"attention {a}", v, f"attention {a}") for a, v in places.items() if v is not None]
         for a, va in sm.roles.items():
             for b, vb in sm.roles.items():
                 if a != b and vb:
-                    out.append((f"attention {a} / {b}", va / vb, "ratio"))
+                    out.append(Value(f"attention {a} / {b}", va / vb, "ratio"))
     return out
 
 
@@ -464,8 +541,8 @@ def _cite(seq: int, record: RunRecord, cells: dict[int, LoggedCell], claim: Clai
     cell = cells.get(seq)
     if cell is None:
         kind = record.kinds[seq]
-        return CitationCheck(seq=seq, ok=False, problem=f"evidence seq {seq} is {'an' if kind[0] in 'aeiou' else 'a'} "
-                             f"{kind} event, not an experiment result (cite the seqs your tool results returned)")
+        return CitationCheck(seq=seq, ok=False, problem=f"evidence seq {seq} is not an experiment result (its event "
+                             f"kind is {kind}); cite the seqs your tool results returned")
     if cell.status != "ok":
         why = f" ({cell.error})" if cell.error else ""
         return CitationCheck(seq=seq, ok=False, problem=f"evidence seq {seq} is a failed cell: {cell.tool} ended "
@@ -497,13 +574,26 @@ def _tested(claim: Claim, record: RunRecord, cells: dict[int, LoggedCell]) -> tu
                          "fresh seed) and mark it supported citing that seq, or conclude 'unclear role'")
 
 
+def label(q: str) -> str:
+    """A quantity as words: ``ablation mean`` → ``mean-ablation``, ``head score induction`` → ``induction score``.
+
+    >>> [label(q) for q in ("ablation mean", "head score induction", "attention IO", "path patching L1H1 k", "DLA")]
+    ['mean-ablation', 'induction score', 'attention-on-IO', 'path-patching (L1H1 k)', 'DLA']
+    """
+    for prefix, fmt in (("ablation ", "{}-ablation"), ("head score ", "{} score"), ("attention ", "attention-on-{}"),
+                        ("path patching ", "path-patching ({})")):
+        if q.startswith(prefix):
+            return fmt.format(q[len(prefix):])
+    return q
+
+
 def _same_quantity(q: str | None, vq: str | None, ratio: bool) -> bool:
     """Can a number named ``q`` (None: unnamed) be a value of quantity ``vq`` (None: free-form)?"""
     if (vq == "ratio") != ratio:
         return ratio and vq is None
     if ratio or q is None or vq is None:
         return True
-    return vq == q or vq.startswith(q + " ")  # "path patching" / "attention" cover each path / each place
+    return vq == q or vq.startswith(q + " ")  # "path patching" covers each path, "head score" each score...
 
 
 def check_claim(claim: Claim, record: RunRecord) -> ClaimCheck:
@@ -519,33 +609,33 @@ def check_claim(claim: Claim, record: RunRecord) -> ClaimCheck:
         out.problems.append("the conclusion cites no evidence; cite the seqs of the results it rests on")
     out.problems += [c.problem for c in out.citations if c.problem]
     allowed = {claim.component} | named
-    pool: list[tuple[str, float, str | None]] = []
+    pool: list[Value] = []
     for c in out.citations:
         if c.ok:
-            pool += [(f"seq {c.seq} {name}", v, q) for name, v, q in values(cells[c.seq], allowed)]
+            pool += [v._replace(name=f"seq {c.seq} {v.name}") for v in values(cells[c.seq], allowed)]
     out.numbers = numbers_in(claim.explanation)
     bad = []
     for n, q in zip(out.numbers, quantities(claim.explanation, out.numbers), strict=True):
-        n.quantity = q
+        n.quantity, n.unit = q, unit(claim.explanation, n)
         if n.kind != "claim":
             continue
-        if q and q.startswith("attention ") and not any(vq == q for _, _, vq in pool):
-            q = "attention"  # a role the cited results do not break attention down by
-        cands = [(name, v) for name, v, vq in pool if _same_quantity(q, vq, n.ratio)]
-        hit = next((name for name, v in cands if matches(n, v)), None)
+        if q and q.startswith("attention ") and not any(v.quantity == q for v in pool):
+            q = n.quantity = "attention"  # a place the cited results do not break attention down by
+        cands = [v for v in pool if (v.metric if q == "metric" else _same_quantity(q, v.quantity, n.ratio))
+                 and (n.unit is None or v.unit == n.unit)]
+        hit = next((v.name for v in cands if matches(n, v.value)), None)
         if hit is not None:
             n.source = hit
             continue
         n.grounded = False
-        near = min(cands or [(name, v) for name, v, _ in pool], key=lambda p: abs(abs(p[1]) - abs(n.value)),
-                   default=None)
-        what = f" {q}" if q else ""
-        n.source = None if near is None else f"nearest{what} value: {near[1]:.4g} ({near[0]})"
+        near = min(cands or pool, key=lambda v: abs(abs(v.value) - abs(n.value)), default=None)
+        what = f" {label(q)}" if q and cands else ""
+        n.source = None if near is None else f"nearest{what} value: {near.value:.4g} ({near.name})"
         bad.append(n)
     if bad:
         cited = ", ".join(str(c.seq) for c in out.citations if c.ok) or "none valid"
         for n in bad:
-            what = f"{n.quantity} number" if n.quantity else "number"
+            what = f"{label(n.quantity)} number" if n.quantity else "number"
             out.problems.append(f"the number {n.text} matches no {what} of the cited results about "
                                f"{claim.component} (seqs {cited}){'; ' + n.source if n.source else ''}: quote the "
                                "result's number (rounded) under its name, or cite the result it comes from")

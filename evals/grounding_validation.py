@@ -117,9 +117,9 @@ def perturbations(claim: Claim, record: RunRecord, rng: random.Random) -> Iterat
     base = check_claim(claim, record)
     cells = {c.seq: c for c in record.cells}
     named = {claim.component} | {c for x in base.citations for c in x.concerns if c in claim.explanation}
-    pool = [v for x in base.citations if x.ok for _, v, _ in values(cells[x.seq], named)]
+    pool = [v.value for x in base.citations if x.ok for v in values(cells[x.seq], named)]
     others = [v for c in record.cells if c.status == "ok" and (about := concerns(c)) and not set(about) & named
-              for name, v, _ in values(c, set(about)) if name not in _SHARED]
+              for name, v, *_ in values(c, set(about)) if name not in _SHARED]
     for n in base.numbers:
         if n.kind != "claim" or not n.grounded:
             continue

@@ -137,14 +137,19 @@ def test_evaluate_run_appends_an_evaluation_event(bench_task, tmp_path):
     last = read_events(run_dir)[-1]
     assert last.kind == "evaluation" and last.evaluator == "evals" and last.scores["rep_f1"] == s["rep_f1"]
     assert "gt_f1" not in s  # not a planted model
+    # grounding, from the log alone: 4 conclusions citing nothing, none resting on a tested hypothesis
+    assert (s["ground_rate"], s["ground_claims"], s["ground_untested"]) == (0.0, 4.0, 4.0)
+    assert all("cites no evidence" in p[0] for p in res["details"]["grounding"]["problems"].values())
 
 
-def test_eval_cli(bench_task, tmp_path):
+def test_eval_cli(bench_task, tmp_path, capsys):
     from agent.cli import main
 
     run_dir = fake_investigation(bench_task, load_task(bench_task).model, 1, tmp_path)
     assert main(["--json", "eval", str(run_dir), "--n-null", "20"]) == 0
     assert read_events(run_dir)[-1].kind == "evaluation"
+    out = json.loads(capsys.readouterr().out)
+    assert out["scores"]["ground_rate"] == 0.0 and len(out["grounding_problems"]) == 4
     assert main(["eval", str(tmp_path / "nope")]) == 2
 
 
@@ -169,6 +174,9 @@ def test_permutation_leaves_scores_of_permutation_aware_planner_unchanged(bench_
             assert a == pytest.approx(b, abs=1e-4), k
     assert "Memorization control" in res.markdown
     assert "+0.000" in res.markdown or "-0.000" in res.markdown
+    head, _, *rows = res.markdown.splitlines()
+    col = head.split(" | ").index("grounded")
+    assert [r.split(" | ")[col] for r in rows[:2]] == ["0.000", "0.000"]  # every cell has its grounding score
 
 
 def test_bench_resumes_without_redoing_cells_and_skips_claude(tmp_path, monkeypatch):

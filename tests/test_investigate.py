@@ -66,6 +66,12 @@ def _check_complete(run_dir: Path) -> list:
         assert all(v == 1 for v in n.values()), (kind, n)
     concl = Counter(e.component for e in events if e.kind == "conclusion")
     assert concl and all(v == 1 for v in concl.values()), concl
+    if events[0].planner == "offline":  # the offline planner's conclusions are grounded the first time
+        from agent.view import RunView
+
+        assert not [e.message for e in events if e.kind == "error" and e.where.startswith("grounding")]
+        g = RunView.from_run(run_dir).grounding()
+        assert g.scores()["ground_rate"] == 1.0, {c.component: c.problems for c in g.claims if c.problems}
     return events
 
 

@@ -242,6 +242,7 @@ def redundancy_note(comp: str, other: str | None, obs: Obs) -> str:
     if other is None or j is None:
         return ""
     alone = "n/a" if a is None else f"{a:+.2f}"
+    alone = alone if a is None else f"{alone} of the gap"
     return (f"Redundant with {other}: mean-ablating both removes {j:+.2f} of the gap, {comp} alone {alone} "
             "(a backup pair: either alone suffices).")
 
@@ -268,7 +269,7 @@ def propose(comp: str, roles: list[str], obs: Obs, receivers: list[str] | None =
     joint = effect(r.get("ablate_joint:main")) if other else None
     out: list[Hyp] = []
     f = lambda v: "n/a" if v is None else f"{v:+.2f}"  # noqa: E731
-    effects = f"mean-ablation effect {f(abl)} and patching effect {f(pat)} of the gap"
+    effects = f"mean-ablation effect {f(abl)} of the gap, patching effect {f(pat)} of the gap"
     if dla is not None and dla <= NEG_T:
         out.append(Hyp("R1", "negative mover", f"{comp} writes against the answer (direct logit attribution "
                        f"{f(dla)} of the clean metric)",
@@ -307,7 +308,7 @@ def propose(comp: str, roles: list[str], obs: Obs, receivers: list[str] | None =
     big = max((v for v in (abl, pat, joint) if v is not None), default=None)
     if big is not None and big >= ABL_T and (dla is None or abs(dla) < 0.1) and not out:
         role = "indirect contributor" if head else "indirect MLP"
-        also = f"; joint mean-ablation effect with {other} {f(joint)}" if joint is not None else ""
+        also = f"; joint mean-ablation effect with {other} {f(joint)} of the gap" if joint is not None else ""
         out.append(Hyp("R8", role, f"{comp} matters ({effects}{also}) only through later components (small "
                        "direct effect)",
                        "held-out max(ablation, patching" + (", joint ablation" if joint is not None else "")
