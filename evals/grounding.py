@@ -596,8 +596,12 @@ def _same_quantity(q: str | None, vq: str | None, ratio: bool) -> bool:
     return vq == q or vq.startswith(q + " ")  # "path patching" covers each path, "head score" each score...
 
 
-def check_claim(claim: Claim, record: RunRecord) -> ClaimCheck:
-    """The grounding of one conclusion against the run's record (see the module docstring)."""
+def check_claim(claim: Claim, record: RunRecord, by_name: bool = True) -> ClaimCheck:
+    """The grounding of one conclusion against the run's record (see the module docstring).
+
+    ``by_name=False`` drops the name and unit rules (any number of a cited result about the component
+    grounds any number): the baseline the validation in ``docs/GROUNDING.md`` compares against.
+    """
     out = ClaimCheck(component=claim.component, role=claim.role, seq=claim.seq,
                      automatic=claim.inconclusive_reason is not None)
     if out.automatic:
@@ -615,14 +619,15 @@ def check_claim(claim: Claim, record: RunRecord) -> ClaimCheck:
             pool += [v._replace(name=f"seq {c.seq} {v.name}") for v in values(cells[c.seq], allowed)]
     out.numbers = numbers_in(claim.explanation)
     bad = []
-    for n, q in zip(out.numbers, quantities(claim.explanation, out.numbers), strict=True):
-        n.quantity, n.unit = q, unit(claim.explanation, n)
+    names = quantities(claim.explanation, out.numbers) if by_name else [None] * len(out.numbers)
+    for n, q in zip(out.numbers, names, strict=True):
+        n.quantity, n.unit = q, unit(claim.explanation, n) if by_name else None
         if n.kind != "claim":
             continue
         if q and q.startswith("attention ") and not any(v.quantity == q for v in pool):
             q = n.quantity = "attention"  # a place the cited results do not break attention down by
-        cands = [v for v in pool if (v.metric if q == "metric" else _same_quantity(q, v.quantity, n.ratio))
-                 and (n.unit is None or v.unit == n.unit)]
+        cands = [v for v in pool if not by_name or (
+            (v.metric if q == "metric" else _same_quantity(q, v.quantity, n.ratio)) and (n.unit is None or v.unit == n.unit))]
         hit = next((v.name for v in cands if matches(n, v.value)), None)
         if hit is not None:
             n.source = hit

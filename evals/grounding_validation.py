@@ -146,22 +146,23 @@ def perturbations(claim: Claim, record: RunRecord, rng: random.Random) -> Iterat
         yield Perturbed(kind="cite-other", claim=claim.model_copy(update={"evidence": ev}), seq=seq)
 
 
-def _caught(p: Perturbed, record: RunRecord) -> bool:
+def _caught(p: Perturbed, record: RunRecord, by_name: bool = True) -> bool:
     """The check flags the perturbation's defect (that number, or that citation)."""
-    chk = check_claim(p.claim, record)
+    chk = check_claim(p.claim, record, by_name=by_name)
     if p.number is not None:
         return any(not n.grounded and n.start == p.number.start for n in chk.numbers)
     return any(not x.ok and x.seq == p.seq for x in chk.citations)
 
 
-def validate(record: RunRecord, seed: int = 0) -> ValidationCounts:
-    """False positives on ``record``'s conclusions, and detections of their perturbed copies."""
+def validate(record: RunRecord, seed: int = 0, by_name: bool = True) -> ValidationCounts:
+    """False positives on ``record``'s conclusions, and detections of their perturbed copies (``by_name``: see
+    :func:`evals.grounding.check_claim`; the perturbations are the same either way)."""
     rng = random.Random(seed)
     out = ValidationCounts(perturbed={k: 0 for k in KINDS}, caught={k: 0 for k in KINDS})
     for claim in record.conclusions:
         if claim.inconclusive_reason is not None:
             continue
-        chk = check_claim(claim, record)
+        chk = check_claim(claim, record, by_name=by_name)
         out.claims += 1
         nums = [n for n in chk.numbers if n.kind == "claim"]
         out.numbers += len(nums)
@@ -169,5 +170,5 @@ def validate(record: RunRecord, seed: int = 0) -> ValidationCounts:
         out.false_positive_citations += sum(not x.ok for x in chk.citations)
         for p in perturbations(claim, record, rng):
             out.perturbed[p.kind] += 1
-            out.caught[p.kind] += _caught(p, record)
+            out.caught[p.kind] += _caught(p, record, by_name)
     return out

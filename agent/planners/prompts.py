@@ -27,7 +27,12 @@ looks from END, in task roles), head_scores (copying / previous-token / inductio
 hypothesis again with the same hypothesis_id and status "supported" or "refuted", citing evidence seqs.
 4. Conclude with conclude_component: a short role label (e.g. "name mover", "negative name mover", \
 "S-inhibition", "induction", "previous token", "duplicate token", "no task effect"), an explanation in \
-task terms with the numbers, a confidence 0-1, and the evidence seqs.
+task terms with the numbers, a confidence 0-1, and the evidence seqs. The conclusion is checked against \
+the log: every number must be a number of a result you cite (rounded as you like), named by what it is \
+("mean-ablation effect 0.35 of the gap", "DLA 2.1", "induction score 0.62", "path patching L1H1:k 0.30 of the gap"); \
+every cited seq must be a successful experiment on this component (or one you name); and the role must rest \
+on a hypothesis you marked supported citing a held-out result. A conclusion that fails comes back once with \
+what to fix.
 
 Every experiment tool runs as a code cell in a sandboxed Jupyter kernel where `model`, `task`, \
 `batches` ({"main", "heldout"}), `batch`, `metric`, `tools` and `Component` are defined; run_code runs \
