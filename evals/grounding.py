@@ -10,8 +10,9 @@ builds a :class:`RunRecord` from its log and passes it here). For each conclusio
    ``head``, the keys of ``dla`` / ``scores`` / ``effects``...; a free-form ``run_code`` cell concerns the
    component under investigation when it ran. A conclusion that cites nothing is ungrounded.
 2. **Numbers.** Every number written in the explanation matches a number of a cited result about the
-   component (or a component the explanation names), within the number's printed rounding. The rules
-   (validated in ``docs/GROUNDING.md``) are :func:`numbers_in` and :func:`matches`:
+   component (or a component the explanation names), within the number's printed rounding, and is the
+   quantity the text names it as, in the unit it names. The rules (validated in ``docs/GROUNDING.md``)
+   are :func:`numbers_in`, :func:`matches`, :func:`quantities`, :func:`unit` and :func:`values`:
 
    - checked: numbers with a decimal point, an exponent or a ``%`` sign. Bare integers are counts,
      offsets, seeds and layer indices ("2 tokens back", "seed 1", "t-L+3") and are not checked; digits
@@ -21,10 +22,13 @@ builds a :class:`RunRecord` from its log and passes it here). For each conclusio
    - ``x`` printed with ``d`` decimals matches a value ``v`` when ``|v − x| ≤ ½·10⁻ᵈ`` (``x`` with a sign)
      or ``||v| − |x|| ≤ ½·10⁻ᵈ`` (no sign: "removes 0.35 of the gap" for an effect of −0.35 reads as a
      magnitude); ``x%`` matches ``v = x/100`` at ``d + 2`` decimals; ``6e-05`` at its mantissa's decimals;
+   - a number is the quantity named by the last quantity word before it (``mean-ablation effect``,
+     ``DLA``, ``induction score``, ``L1H1:k``, ``attention ... IO``; :func:`quantities`), and followed by
+     "of the gap" / "of the clean metric" it is a fraction of that (:func:`unit`); a ``2.5x`` is a ratio;
    - the values of a cited result: its numeric fields, keeping only the entries of component-keyed
      tables (``dla``, ``scores``, ``effects``...) for the component and the components the explanation
-     names, plus derived numbers: a DLA as a fraction of the clean metric and of the gap, and the
-     ratios between a head's attention on task roles. A fraction of the gap is a field (``effect_frac``).
+     names, plus derived numbers: a DLA as a fraction of the clean metric and of the gap, attention per
+     place and the ratios between a head's attention on task roles (:func:`values`).
 3. **Tested role.** A role (anything but ``unclear ...`` / ``inconclusive``) rests on a hypothesis about
    the component that was marked ``supported`` before the conclusion, citing a held-out result: a cell
    run with ``prompts="heldout"``, ``head_scores`` with a seed other than 0 (fresh random sequences), or

@@ -29,6 +29,9 @@ NEG_T = -0.10
 ABL_T = 0.10
 SCORE_T = {"induction": 0.15, "previous token": 0.20, "duplicate token": 0.40}
 HELD_SCORE_T = {"induction": 0.10, "previous token": 0.15, "duplicate token": 0.30}
+SCORE_NAME = {"induction": "induction score", "previous token": "look-back score (best of offsets 1-4)",
+              "duplicate token": "duplicate-token score"}
+"""What each head-score rule's number is (the previous-token role is scored by the look-back, ≥ prev_token)."""
 ATTN_T = 0.20
 S2_T = 0.30
 REL_T = 0.005
@@ -289,7 +292,7 @@ def propose(comp: str, roles: list[str], obs: Obs, receivers: list[str] | None =
             if s is not None and s >= SCORE_T[which]:
                 out.append(Hyp(rule, which, f"{comp} is {'an' if which[0] in 'aeiou' else 'a'} {which} head "
                                f"({score_text(sc, comp, which)})",
-                               f"{which} score >= {HELD_SCORE_T[which]:.2f} on fresh random sequences (seed 1)",
+                               f"{SCORE_NAME[which]} >= {HELD_SCORE_T[which]:.2f} on fresh random sequences (seed 1)",
                                ["head_scores:1"], strength=s / SCORE_T[which]))
     s2 = attn_frac(att, "S2") if head and "S2" in roles else None
     eff = max((v for v in (abl, pat) if v is not None), default=None)
