@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         v = validate(view.record(), seed=args.seed, by_name=not args.any_name)
         total = total.add(v)
         task = view.started.task if view.started else "?"
-        print(f"| {task} | {v.claims} | {v.numbers} | {_rate(v.false_positive_numbers, v.numbers)} | "
+        print(f"| {task} (`{run.name}`) | {v.claims} | {v.numbers} | {_rate(v.false_positive_numbers, v.numbers)} | "
               f"{v.false_positive_citations} | " + " | ".join(_rate(v.caught[k], v.perturbed[k]) for k in KINDS) + " |")
     print(f"| **all** | {total.claims} | {total.numbers} | {_rate(total.false_positive_numbers, total.numbers)} | "
           f"{total.false_positive_citations} | "
