@@ -52,6 +52,16 @@ class KernelOptions(BaseModel):
     unsafe_no_isolation: bool = False
 
 
+def logged_config(run: dict) -> dict:
+    """``run_started.config["run"]`` for :class:`RunConfig`, with the defaults of options added since it was
+    logged set to what that run did (``grounding_check``: off).
+
+    >>> logged_config({"question": "q"})["grounding_check"], logged_config({"grounding_check": True})["grounding_check"]
+    (False, True)
+    """
+    return {"grounding_check": False, **run}
+
+
 class RunConfig(BaseModel):
     """Everything that defines a run (logged in ``run_started.config["run"]``; resume rebuilds from it)."""
 
@@ -85,6 +95,10 @@ class RunConfig(BaseModel):
     cell_timeout_s: float = Field(120.0, gt=0)
     kernel_threads: int | None = Field(1, ge=1)
     """torch threads in the kernel (1 is fastest for small models on shared CPUs; None: torch default)."""
+    grounding_check: bool = True
+    """Send a ``conclude_component`` that fails the grounding check (:mod:`evals.grounding`) back to the planner
+    once (off: record every conclusion as it is; the grounding scores count it either way). A run logged
+    before the check existed has no such key and resumes and replays with it off."""
     out: str | None = None
 
     @property

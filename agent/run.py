@@ -42,7 +42,7 @@ from pydantic import BaseModel
 
 from agent.actions import CLUSTER_TOOL, tool_specs
 from agent.budget import Budget, BudgetUsage, exceeded
-from agent.config import Planner, RunConfig
+from agent.config import Planner, RunConfig, logged_config
 from agent.framing import Framing, frame_question
 from agent.graph import build_graph
 from agent.kernel import SandboxFactory, default_sandbox_factory, model_check, setup_cells
@@ -151,6 +151,7 @@ def _context(log: RunLog, cfg: RunConfig, setup: list[str], committed: int | Non
                      sandbox_factory=start, budget=cfg.budget, system_prompt=SYSTEM_PROMPT, tool_specs=tool_specs(),
                      threshold=cfg.threshold, max_components=cfg.max_components, cell_timeout_s=cfg.cell_timeout_s,
                      model_shape=model_shape, cluster_with_llm=cluster_with_llm(cfg), wall_base_s=wall_base_s,
+                     grounding_check=cfg.grounding_check,
                      on_progress=on_progress)
     ctx._sandbox = sandbox
     return ctx
@@ -265,7 +266,8 @@ def _resume_locked(run_dir: Path, sandbox_factory: SandboxFactory | None, on_pro
                           report=str(run_dir / "report.md"),
                           conclusions={c: e.model_dump() for c, e in view.conclusions.items()},
                           clusters=[e.model_dump() for e in view.clusters.values()])
-    cfg = RunConfig(**started.config["run"]).model_copy(update={"model": started.model, "budget": new_budget})
+    cfg = RunConfig(**logged_config(started.config["run"])).model_copy(update={"model": started.model,
+                                                                             "budget": new_budget})
     if reopen:
         spent = exceeded(new_budget, BudgetUsage(tool_calls=view.usage.tool_calls, input_tokens=view.usage.input_tokens,
                                                  output_tokens=view.usage.output_tokens, usd=view.usage.usd,
@@ -360,7 +362,7 @@ def replay_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
     started = view.started
     if started is None:
         raise RunError(f"{run_dir} has no run_started event", fix="replay a run made by interp-agent investigate")
-    cfg = RunConfig(**started.config["run"]).model_copy(update={
+    cfg = RunConfig(**logged_config(started.config["run"])).model_copy(update={
         "planner": Planner.REPLAY, "replay_from": str(run_dir), "out": str(out_dir or run_dir.parent),
         "task": started.task, "model": started.model, "budget": view.budget()})
     out = start_run(cfg, sandbox_factory=sandbox_factory)

@@ -186,6 +186,8 @@ class RunContext:
     """Ask the planner to group the concluded components (``claude``, or a replay of a run that did)."""
     wall_base_s: float = 0.0
     """Active seconds spent before this process (re)started the run."""
+    grounding_check: bool = True
+    """Send a conclusion failing the grounding check back once (``RunConfig.grounding_check``)."""
     t0: float = field(default_factory=time.monotonic)
     on_progress: Callable[[dict[str, Any]], None] | None = None
     """Called with a small dict after each step (the CLI's live view)."""

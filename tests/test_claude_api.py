@@ -29,8 +29,10 @@ REPO = str(Path(__file__).resolve().parents[1])
 
 
 def _cfg(tmp_path, **kw):
+    # these scripts conclude without evidence: the grounding check (tests/test_grounding.py) is not their subject
     base = dict(question="Which heads move the indirect object's name?", task="toy-ioi", model="toy-ioi",
-                planner="claude", out=str(tmp_path / "runs"), n_prompts=8, circuit=["L1H0", "L0H1"])
+                planner="claude", out=str(tmp_path / "runs"), n_prompts=8, circuit=["L1H0", "L0H1"],
+                grounding_check=False)
     base.update(kw)
     return RunConfig(**base)
 

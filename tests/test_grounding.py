@@ -226,7 +226,7 @@ class Planner:
         self.replies: dict[str, dict[str, dict]] = {}
         """Component → tool_use id → the tool_result it got."""
 
-    def complete(self, *, system, messages, tools, max_tokens=4096):
+    def complete(self, *, system, messages, tools, max_tokens=None, timeout_s=None):
         from agent.llm.types import LLMResponse, TextBlock, ToolUseBlock
 
         comp = re.search(r"COMPONENT: (\S+)", messages[0]["content"]).group(1)
@@ -289,8 +289,7 @@ EXPECTED = {
 }
 
 
-@pytest.fixture
-def scripted_run(tmp_path, monkeypatch, request):
+def _scripted(tmp_path, monkeypatch, request, **kw):
     from agent.run import RunConfig, start_run
 
     request.getfixturevalue(fake_tasks.__name__)
@@ -299,8 +298,26 @@ def scripted_run(tmp_path, monkeypatch, request):
     monkeypatch.setattr("agent.run.make_backend", lambda cfg: planner)
     out = start_run(RunConfig(question="Which heads move the indirect object's name?", task="toy-ioi",
                               model="toy-ioi", planner="offline", out=str(tmp_path / "runs"), n_prompts=8,
-                              circuit=list(SCRIPTS)), sandbox_factory=fake_factory())
+                              circuit=list(SCRIPTS), **kw), sandbox_factory=fake_factory())
     return out, planner
+
+
+@pytest.fixture
+def scripted_run(tmp_path, monkeypatch, request):
+    return _scripted(tmp_path, monkeypatch, request)
+
+
+def test_without_the_check_every_conclusion_is_recorded_as_it_is_and_still_scored(tmp_path, monkeypatch, request):
+    from agent.log import read_events
+    from agent.view import RunView
+
+    out, planner = _scripted(tmp_path, monkeypatch, request, grounding_check=False)
+    assert not any(b.get("is_error") for replies in planner.replies.values() for b in replies.values())
+    assert not [e for e in read_events(out.run_dir) if e.kind == "error"]
+    assert out.conclusions["L0H2"]["explanation"] == "mean ablation removes 0.52 of the gap"  # never fixed
+    s = RunView.from_run(out.run_dir).grounding().scores()
+    assert (s["ground_rate"], s["ground_ungrounded_numbers"], s["ground_bad_citations"], s["ground_untested"]) == \
+        (0.0, 2.0, 1.0, 1.0)
 
 
 def test_scripted_planner_ungrounded_conclusions_are_sent_back_with_the_right_message(scripted_run):

@@ -168,6 +168,7 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option("--seed", help="Seed for prompts and resampling.")] = 0,
         threshold: Annotated[float, typer.Option("--threshold", min=0.0, help="Localisation keeps |effect| >= this fraction of the clean-corrupt gap.")] = 0.1,
         max_components: Annotated[int, typer.Option("--max-components", min=1, help="Localisation keeps at most this many components.")] = 8,
+        grounding_check: Annotated[bool, typer.Option("--grounding-check/--no-grounding-check", help="Send a conclusion whose numbers, citations or tested hypothesis fail the grounding check back to the planner once (it is scored either way).")] = True,
     ) -> None:
         """Investigate a question about a model: frame, localise, explain each component, cluster, report."""
         from agent.budget import parse_budget
@@ -183,7 +184,7 @@ def register(app: typer.Typer) -> None:
                         llm_model=llm_model, llm_max_tokens=llm_max_tokens, llm_stream=stream, budget=budget,
                         n_prompts=prompts, seed=seed, sandbox=sandbox,
                         unsafe_no_isolation=unsafe_no_isolation, out=out, threshold=threshold,
-                        max_components=max_components)
+                        max_components=max_components, grounding_check=grounding_check)
         print_outcome(run_with_view(start_run, cfg=cfg))
 
     @app.command()

@@ -145,7 +145,7 @@ def conclude_component(ctx: RunContext, turn: Turn, tu: ToolUseBlock, tool: Conc
         turn.reply(tu, msg, is_error=True)
         return
     check = grounding.check_conclusion(ctx, comp, tool)
-    if check.problems and not grounding.sent_back(ctx, comp):  # one chance to fix it
+    if check.problems and ctx.grounding_check and not grounding.sent_back(ctx, comp):  # one chance to fix it
         msg = grounding.rejection(comp, check)
         ctx.journal.emit(ErrorEvent(where=grounding.WHERE, message=msg, component=comp,
                                     error_type="UngroundedConclusion"))
