@@ -14,6 +14,8 @@ What the model is told, always (nothing is dropped silently):
 - every text the loop sends it is capped and stripped of host paths (:func:`agent.llm.text.for_model`);
 - evidence seqs that are not in the log are named in the reply (the rest are recorded);
 - a second ``conclude_component`` in one turn is refused (one conclusion per component);
+- a conclusion that fails the grounding check (numbers no cited result gives, invalid citations, a role
+  without a supported held-out test: :mod:`agent.graph.grounding`) is sent back once with each problem;
 - a turn cut off by ``max_tokens`` (``stop_reason``) does not run its last tool call, whose input may be
   incomplete: the reply says so; a cut turn without a call gets a reminder saying it was cut;
 - a turn without a tool call gets one reminder to conclude (an empty turn is not sent back: the Messages
