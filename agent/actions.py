@@ -27,6 +27,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from evals.tasks.generic import PairsGenerator, TemplateGenerator
 from tools import experiments as X
 from tools.components import HEAD_PATTERN, PATTERN, Component, Kind, parse_components
 
@@ -368,6 +369,79 @@ class GroupComponents(_Tool):
 CLUSTER_TOOL = "group_components"
 """The one tool of the clustering call (not a component tool: it is not in :data:`TOOLS`)."""
 
+
+# ------------------------------------------------------------------------------------- task design (framing)
+
+DesignGenerator = Annotated[TemplateGenerator | PairsGenerator, Field(discriminator="kind")]
+"""The generic kinds a designed task may use (:mod:`evals.tasks.generic`)."""
+DESIGN_CHECK_PROMPTS = 64
+"""Prompts ``check_task`` draws for a proposal (the count its thresholds were validated at, docs/TASKS.md)."""
+MAX_SPEC_CHARS = 60_000
+"""Largest proposal (its spec as JSON) the designer may send."""
+
+
+class ProposeTask(_Tool):
+    """Propose the task as a spec of one of the two generic kinds: template (prompts made from text templates
+    with named slots, the answer and the wrong answer given as slot values, group labels or literal words, and a
+    corruption that re-draws or swaps slots) or pairs (an explicit list of clean and corrupt prompts with their
+    answer and wrong answer). The spec is validated at once and numbered; a malformed one comes back as an error
+    saying what to fix. Then call check_task to run it on the model. The metric is the logit difference between
+    the answer and the wrong answer at the last token."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="A short name: lower case, digits, dashes.")
+    description: str = Field(min_length=1, max_length=600, description="One or two sentences: the behaviour.")
+    generator: DesignGenerator
+    question_keywords: list[str] = Field(default_factory=list, max_length=20)
+    notes: str = Field("", max_length=2000, description="Anything a reader of the spec should know.")
+
+    def spec(self, model: str) -> dict[str, Any]:
+        """The task spec (:class:`evals.tasks.TaskSpec` fields) for ``model``; roles come from the generator."""
+        return {"name": self.name, "description": self.description, "model": model, "metric": "logit_diff",
+                "question_keywords": list(self.question_keywords), "generator": self.generator.model_dump(mode="json"),
+                "notes": self.notes}
+
+
+class CheckTask(_Tool):
+    """Run the usability check on a proposed task (interp-agent tasks check, in the sandbox): it draws 64 prompts,
+    runs the clean and the corrupt ones on the model and reports the clean and corrupt logit difference, their
+    gap with its noise floor, accuracy against chance, how often the corruption flips the model's preference,
+    tokenisation problems and example prompts. The first proposal whose check passes is the run's task and the
+    design ends; otherwise the reasons say what to change."""
+
+    proposal: int | None = Field(None, ge=1, description="The proposal's number (default: the latest valid one).")
+
+    @staticmethod
+    def code(spec_json: str, proposal: int, seed: int) -> str:
+        """The cell: one call to :func:`evals.tasks.design.check_proposal` with the spec embedded."""
+        return (f"# check proposal {proposal}\n_result = evals.tasks.design.check_proposal(model, {spec_json!r}, "
+                f"n={DESIGN_CHECK_PROMPTS}, seed={seed}).model_dump(mode='json')")
+
+
+class Tokenize(_Tool):
+    """Tokenize texts with the model's own tokenizer: the tokens and ids of each, and how many are the unknown
+    token (words the model cannot read). Slot values, role words and answers must be one token each."""
+
+    texts: list[Annotated[str, Field(max_length=1000)]] = Field(min_length=1, max_length=50)
+
+    def to_code(self) -> str:
+        return (f"# tokenize {len(self.texts)} text(s)\n_result = evals.tasks.design.tokenize(model, {self.texts!r})"
+                ".model_dump(mode='json')")
+
+
+def facts_code(words: list[str]) -> str:
+    """The cell that opens a task design: the model's facts and how the question's words tokenise.
+
+    >>> print(facts_code(["he", "she"]))
+    # the model's facts for the task designer
+    _result = evals.tasks.design.model_facts(model, ['he', 'she']).model_dump(mode='json')
+    """
+    return ("# the model's facts for the task designer\n"
+            f"_result = evals.tasks.design.model_facts(model, {list(words)!r}).model_dump(mode='json')")
+
+
+DESIGN_TOOLS: dict[str, type[_Tool]] = {"propose_task": ProposeTask, "check_task": CheckTask, "tokenize": Tokenize}
+"""The task designer's tools (name → input model); the framing loop handles them (:mod:`agent.graph.design`)."""
+
 TOOLS: dict[str, type[_Tool]] = {
     "run_code": RunCode,
     "ablate": Ablate,
@@ -406,6 +480,13 @@ def tool_specs() -> list:
     from agent.llm import ToolSpec
 
     return [ToolSpec.from_model(name, describe(model), model) for name, model in TOOLS.items()]
+
+
+def design_specs() -> list:
+    """The :class:`agent.llm.ToolSpec` list of the task designer (:data:`DESIGN_TOOLS`)."""
+    from agent.llm import ToolSpec
+
+    return [ToolSpec.from_model(name, describe(model), model) for name, model in DESIGN_TOOLS.items()]
 
 
 def cluster_spec() -> Any:

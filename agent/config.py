@@ -84,6 +84,11 @@ class RunConfig(BaseModel):
     llm_stream: bool = False
     """Stream Claude's responses (server-sent events; needed for a very large ``llm_max_tokens``)."""
     budget: Budget = Field(default_factory=Budget)
+    design_task: bool = False
+    """Let the LLM planner design the task (``--design-task``); it also does when no task matches the question
+    and the planner is ``claude``."""
+    design_steps: int = Field(8, ge=1)
+    """Planner turns the task design may take (its framing budget; run-wide budgets count too)."""
     n_prompts: int = Field(32, ge=2)
     """Prompts in the main batch and in the held-out batch."""
     seed: int = 0

@@ -8,7 +8,9 @@ The offline framing is keyword matching, documented so a user can predict it:
    question (whole words or phrases). Tasks scoring 0 are out.
 3. Among the best-scoring tasks, one defined for the given ``--model`` wins; without ``--model``, one
    whose model is in the zoo (so it runs offline) wins; then the first by name.
-4. No task scores: :class:`FramingError` lists the tasks and says how to pass ``--task``.
+4. No task scores: :class:`NoMatchingTask` (a :class:`FramingError`) lists the tasks and says how to pass
+   ``--task``. With the ``claude`` planner the run designs a task instead (:mod:`agent.graph.design`):
+   Claude proposes a spec of a generic kind and revises it until ``tasks check`` passes on the model.
 
 With no ``--model``, the model is the task's own (``TaskSpec.model``: a zoo model for the toy tasks).
 
@@ -43,6 +45,10 @@ class FramingError(InterpAgentError):
     """A question the offline framing cannot map to a task, or an unknown task/model."""
 
 
+class NoMatchingTask(FramingError):
+    """No task's keywords are in the question (the ``claude`` planner then designs one)."""
+
+
 class Framing(BaseModel):
     """The result of framing a question."""
 
@@ -57,6 +63,8 @@ class Framing(BaseModel):
     description: str = ""
     metric: str = "logit_diff"
     roles: list[str] = []
+    design: bool = False
+    """The task is designed by the LLM planner inside the run (``task`` is empty until it is accepted)."""
 
 
 def _hits(question: str, keywords: Sequence[str]) -> list[str]:
@@ -98,8 +106,9 @@ def frame_question(question: str, task: str | None = None, model: str | None = N
     scored = [(len(h), t, h) for t in tasks if (h := _hits(question, getattr(t, "question_keywords", []) or []))]
     if not scored:
         names = ", ".join(sorted(t.name for t in tasks)) or "none installed"
-        raise FramingError(f"cannot map the question to a task (known tasks: {names})",
-                           fix="name one with --task NAME, or pass a task spec file with --task PATH")
+        raise NoMatchingTask(f"cannot map the question to a task (known tasks: {names})",
+                             fix="name one with --task NAME, pass a task spec file with --task PATH, or let Claude "
+                                 "design one (--planner claude)")
     best = max(s for s, _, _ in scored)
     top = sorted([(t, h) for s, t, h in scored if s == best], key=lambda th: th[0].name)
     if model is not None:
@@ -108,6 +117,22 @@ def frame_question(question: str, task: str | None = None, model: str | None = N
         pick = next(((t, h) for t, h in top if t.model in zoo), None)
     spec, hits = pick or top[0]
     return _framing(spec, model, hits)
+
+
+def design_framing(question: str, model: str | None, matched: Framing | None = None) -> Framing:
+    """The framing of a run whose task the LLM planner designs: the model is ``--model``, else the model of the
+    task the keywords matched (``matched``); with neither, :class:`FramingError` (the designer needs a model).
+
+    >>> design_framing("q?", "toy-pronoun").model_dump(include={"task", "model", "design"})
+    {'task': '', 'model': 'toy-pronoun', 'design': True}
+    """
+    if not question or not question.strip():
+        raise FramingError("the question is empty", fix='ask one, e.g. interp-agent investigate "which heads ..."')
+    model = model or (matched.model if matched is not None else None)
+    if not model:
+        raise FramingError("task design needs the model the task is for",
+                           fix="pass --model NAME (interp-agent zoo list shows the offline ones)")
+    return Framing(task="", model=model, design=True)
 
 
 def _load_task(name: str) -> Any:

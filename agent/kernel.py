@@ -13,12 +13,19 @@ The setup cells (:func:`setup_cells`) define the names every tool's cell uses:
 ``_base``     ``_base(b) -> {"clean", "corrupt", "gap"}``: ``tools.experiments.baseline`` of a batch
 ============  ====================================================================================
 
+A run whose task the LLM planner designs (:mod:`agent.graph.design`) starts with the model alone
+(``setup_cells(model, None, ...)``: no ``task``, ``batches`` or ``metric``); once a task is accepted, the
+kernel restarts with ``setup_cells(model, None, ..., spec_json=...)``, the accepted spec embedded, and
+those cells are logged in the ``framing`` event.
+
 Runs logged before the experiments moved into ``tools.experiments`` carry their own setup cells in
 ``run_started.config["setup_cells"]`` (which defined ``_tojson`` / ``_base`` inline); replay uses those.
 
 >>> cells = setup_cells("toy-ioi", "toy-ioi", 32, 0)
 >>> "model = load_any_model('toy-ioi')" in cells[1]
 True
+>>> "batches" in setup_cells("toy-ioi", None, 32, 0)[1]   # a run designing its task: the model alone
+False
 """
 
 from __future__ import annotations
@@ -41,8 +48,12 @@ SandboxFactory = Callable[[Path, list[str], KernelOptions], Any]
 """``factory(workspace, setup_cells, options) -> started sandbox``; tests pass in-process fakes."""
 
 
-def setup_cells(model_ref: str, task_name: str, n_prompts: int, seed: int, threads: int | None = 1) -> list[str]:
+def setup_cells(model_ref: str, task_name: str | None, n_prompts: int, seed: int, threads: int | None = 1,
+                spec_json: str | None = None) -> list[str]:
     """The kernel's setup cells: imports, the model, the task and its main / held-out batches, helpers.
+
+    ``task_name``: a built-in task or a spec file (embedded); ``spec_json``: a spec as JSON text (embedded; a
+    designed task); neither: the model alone (a run designing its task).
 
     ``threads`` sets torch's intra-op threads in the kernel (None: torch's default). One thread is the
     fast choice for the small models here (measured ~15x faster than 2 threads for an ablation on a
@@ -57,20 +68,26 @@ def setup_cells(model_ref: str, task_name: str, n_prompts: int, seed: int, threa
         "from tools import Component, parse_components",
         "torch.set_grad_enabled(True)",
     ] + ([f"torch.set_num_threads({int(threads)})"] if threads else []))
-    spec_json = _task_file_json(task_name)
-    load = "\n".join([
+    if spec_json is None and task_name is not None:
+        spec_json = _task_file_json(task_name)
+    lines = [
         "from evals.tasks import TaskSpec, load_task",
+        "import evals.tasks.design",  # the task designer's cells call it
         "from evals.zoo import load_any_model",
         f"model = load_any_model({model_ref!r})",
-        # a spec file is embedded: the kernel cannot see every host path, and resume/replay must not depend
-        # on the file staying as it was
-        f"task = TaskSpec.model_validate_json({spec_json!r})" if spec_json else f"task = load_task({task_name!r})",
-        f"torch.manual_seed({seed})",
-        f"batches = {{'main': task.make_batch(model.tokenizer, {n_prompts}, {seed}), "
-        f"'heldout': task.make_batch(model.tokenizer, {n_prompts}, {seed + 1000})}}",
-        "batch = batches['main']",
-        "metric = task.metric_fn(model.tokenizer)",
-    ])
+    ]
+    if spec_json is not None or task_name is not None:
+        lines += [
+            # a spec file is embedded: the kernel cannot see every host path, and resume/replay must not depend
+            # on the file staying as it was
+            f"task = TaskSpec.model_validate_json({spec_json!r})" if spec_json else f"task = load_task({task_name!r})",
+            f"torch.manual_seed({seed})",
+            f"batches = {{'main': task.make_batch(model.tokenizer, {n_prompts}, {seed}), "
+            f"'heldout': task.make_batch(model.tokenizer, {n_prompts}, {seed + 1000})}}",
+            "batch = batches['main']",
+            "metric = task.metric_fn(model.tokenizer)",
+        ]
+    load = "\n".join(lines)
     helpers = "\n".join([
         "from tools.experiments import to_json as _tojson",
         "_base = lambda b: tools.experiments.baseline(model, b, metric).model_dump()",

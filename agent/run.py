@@ -43,8 +43,9 @@ from pydantic import BaseModel
 from agent.actions import CLUSTER_TOOL, tool_specs
 from agent.budget import Budget, BudgetUsage, exceeded
 from agent.config import Planner, RunConfig, logged_config
-from agent.framing import Framing, frame_question
+from agent.framing import Framing, NoMatchingTask, design_framing, frame_question
 from agent.graph import build_graph
+from agent.graph.design import TaskDesignError
 from agent.kernel import SandboxFactory, default_sandbox_factory, model_check, setup_cells
 from agent.lock import run_lock
 from agent.log import RunLog, RunResumedEvent, RunStartedEvent, collect_versions, new_run_id, read_events
@@ -56,7 +57,7 @@ from agent.view import RunView
 from tools.components import parse_components
 from tools.errors import InterpAgentError
 
-__all__ = ["RunConfig", "RunError", "RunOutcome", "make_backend", "replay_run", "resume_run", "run_status",
+__all__ = ["RunConfig", "RunError", "RunOutcome", "TaskDesignError", "frame", "make_backend", "replay_run", "resume_run", "run_status",
            "start_run", "warmup_cells"]
 
 CHECKPOINTS = "checkpoints.sqlite"
@@ -141,18 +142,23 @@ def _context(log: RunLog, cfg: RunConfig, setup: list[str], committed: int | Non
     workspace = log.run_dir / "workspace"
     workspace.mkdir(parents=True, exist_ok=True)
 
+    ctx = RunContext(journal=Journal(log, committed), backend=backend or make_backend(cfg),
+                     sandbox_factory=lambda: None, budget=cfg.budget, system_prompt=SYSTEM_PROMPT,
+                     tool_specs=tool_specs(), threshold=cfg.threshold, max_components=cfg.max_components,
+                     cell_timeout_s=cfg.cell_timeout_s, model_shape=model_shape, cluster_with_llm=cluster_with_llm(cfg),
+                     wall_base_s=wall_base_s, grounding_check=cfg.grounding_check, on_progress=on_progress,
+                     setup=list(setup), seed=cfg.seed,
+                     design_steps=cfg.design_steps, setup_for=lambda spec_json: setup_cells(
+                         cfg.model or "", None, cfg.n_prompts, cfg.seed, threads=cfg.kernel_threads,
+                         spec_json=spec_json))
+
     def start() -> Any:
-        sb = factory(workspace, setup, cfg.kernel)
+        sb = factory(workspace, ctx.setup, cfg.kernel)
         for code in warmup or []:  # restore the kernel state the current component's own cells built
             sb.execute(code, timeout=cfg.cell_timeout_s)
         return sb
 
-    ctx = RunContext(journal=Journal(log, committed), backend=backend or make_backend(cfg),
-                     sandbox_factory=start, budget=cfg.budget, system_prompt=SYSTEM_PROMPT, tool_specs=tool_specs(),
-                     threshold=cfg.threshold, max_components=cfg.max_components, cell_timeout_s=cfg.cell_timeout_s,
-                     model_shape=model_shape, cluster_with_llm=cluster_with_llm(cfg), wall_base_s=wall_base_s,
-                     grounding_check=cfg.grounding_check,
-                     on_progress=on_progress)
+    ctx.sandbox_factory = start
     ctx._sandbox = sandbox
     return ctx
 
@@ -163,14 +169,14 @@ def start_run(cfg: RunConfig, *, sandbox_factory: SandboxFactory | None = None,
     """Frame, start the sandbox, log ``run_started``, run the graph to the end; return the outcome."""
     if cfg.circuit:
         cfg = cfg.model_copy(update={"circuit": [str(c) for c in parse_components(cfg.circuit)]})
-    fr = frame_question(cfg.question, task=cfg.task, model=cfg.model)
+    fr = frame(cfg)
     backend = make_backend(cfg)
     check_backend(backend)  # a wrong key or model id fails here, before the sandbox starts
     run_id = run_id or new_run_id()
     run_dir = runs_dir(cfg.out) / run_id
     if (run_dir / "events.jsonl").exists():
         raise RunError(f"run {run_id} already exists at {run_dir}", fix=f"resume it: interp-agent resume {run_dir}")
-    setup = setup_cells(fr.model, fr.task, cfg.n_prompts, cfg.seed, threads=cfg.kernel_threads)
+    setup = setup_cells(fr.model, fr.task or None, cfg.n_prompts, cfg.seed, threads=cfg.kernel_threads)
     try:
         with run_lock(run_dir):
             return _start_locked(cfg, fr, backend, run_id, run_dir, setup, sandbox_factory, on_progress, on_started)
@@ -178,6 +184,32 @@ def start_run(cfg: RunConfig, *, sandbox_factory: SandboxFactory | None = None,
         if not (run_dir / "events.jsonl").exists():  # nothing was logged: leave no empty run behind
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+
+
+def frame(cfg: RunConfig) -> Framing:
+    """The run's framing: keywords or ``--task`` (:func:`agent.framing.frame_question`), or a task the LLM planner
+    designs (``--design-task``, or the ``claude`` planner on a question no task matches; see
+    :mod:`agent.graph.design`). One-line errors for what cannot work: design with the offline planner, with
+    ``--task``, or without a model."""
+    designers = (Planner.CLAUDE, Planner.REPLAY)
+    if cfg.design_task:
+        if cfg.task is not None:
+            raise RunError("--design-task and --task both say where the task comes from",
+                           fix="give one: --task NAME_OR_FILE, or --design-task to let Claude design it")
+        if cfg.planner not in designers:
+            raise RunError(f"the {cfg.planner} planner cannot design a task (it frames by keywords)",
+                           fix="use --planner claude (needs ANTHROPIC_API_KEY), or pass a task file with --task FILE")
+        try:
+            matched = frame_question(cfg.question, model=cfg.model)
+        except NoMatchingTask:
+            matched = None
+        return design_framing(cfg.question, cfg.model, matched)
+    try:
+        return frame_question(cfg.question, task=cfg.task, model=cfg.model)
+    except NoMatchingTask:
+        if cfg.task is not None or cfg.planner != Planner.CLAUDE:
+            raise
+        return design_framing(cfg.question, cfg.model)
 
 
 def _start_locked(cfg: RunConfig, fr: Framing, backend: Any, run_id: str, run_dir: Path, setup: list[str],
@@ -201,15 +233,24 @@ def _start_locked(cfg: RunConfig, fr: Framing, backend: Any, run_id: str, run_di
         raise
     if on_started is not None:
         on_started(run_dir)
-    ctx = _context(log, cfg, setup, None, factory, on_progress, sandbox=sb, backend=backend,
-                   model_shape=(info.n_layers, info.n_heads))
-    inputs = {"question": cfg.question, "task": fr.task, "model": fr.model, "circuit": cfg.circuit,
+    ctx = _context(log, cfg.model_copy(update={"model": fr.model}), setup, None, factory, on_progress, sandbox=sb,
+                   backend=backend, model_shape=(info.n_layers, info.n_heads))
+    inputs = {"question": cfg.question, "task": fr.task or None, "model": fr.model, "circuit": cfg.circuit,
               "frame": fr.model_dump(), "log_seq": log.next_seq}
     state = _drive(run_dir, run_id, ctx, inputs)
     return _outcome(run_dir, run_id, state)
 
 
+def _design_failed(run_dir: Path, reason: str) -> TaskDesignError:
+    return TaskDesignError(f"task design failed: {reason}", fix=f"every proposal and its check are in the run's log (interp-agent status {run_dir}); "
+                               "rephrase the question, give more turns with --design-steps, or pass --task FILE")
+
+
 def _outcome(run_dir: Path, run_id: str, state: dict[str, Any]) -> RunOutcome:
+    """The run's outcome; a task design that failed raises :class:`TaskDesignError` (the log is kept)."""
+    failed = (state.get("design") or {}).get("failed")
+    if failed:
+        raise _design_failed(run_dir, str(failed))
     status = state.get("status")
     reason = state.get("reason") or state.get("failure")
     if status == "budget" and not reason:
@@ -254,6 +295,8 @@ def _resume_locked(run_dir: Path, sandbox_factory: SandboxFactory | None, on_pro
     old_budget = view.budget()
     new_budget = Budget(**{**old_budget.model_dump(), **budget_update})
     reopen = view.finished is not None and view.finished.status == "budget" and new_budget != old_budget
+    if view.framing is not None and view.framing.status == "failed":
+        raise _design_failed(run_dir, view.framing.reason)
     if view.finished is not None and not reopen:
         if not (run_dir / "report.md").exists():
             write_summary_report(run_dir)
@@ -277,7 +320,7 @@ def _resume_locked(run_dir: Path, sandbox_factory: SandboxFactory | None, on_pro
                            fix="give a larger limit than what the run used (interp-agent status RUN shows it)")
     backend = make_backend(cfg)
     check_backend(backend)
-    setup = list(started.config.get("setup_cells") or [])
+    setup = view.setup_cells()
     with closing(sqlite3.connect(str(run_dir / CHECKPOINTS), check_same_thread=False)) as conn:
         graph = build_graph(SqliteSaver(conn))
         how = _reopen(graph, started.run_id, len(events) + 1) if reopen else _continue(graph, started, view)
@@ -362,9 +405,11 @@ def replay_run(run_dir: str | Path, out_dir: str | Path | None = None, *,
     started = view.started
     if started is None:
         raise RunError(f"{run_dir} has no run_started event", fix="replay a run made by interp-agent investigate")
+    designed = bool((started.config.get("framing") or {}).get("design"))
     cfg = RunConfig(**logged_config(started.config["run"])).model_copy(update={
         "planner": Planner.REPLAY, "replay_from": str(run_dir), "out": str(out_dir or run_dir.parent),
-        "task": started.task, "model": started.model, "budget": view.budget()})
+        "task": None if designed else started.task, "model": started.model, "budget": view.budget(),
+        "design_task": designed})
     out = start_run(cfg, sandbox_factory=sandbox_factory)
     return Path(out.run_dir)
 

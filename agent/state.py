@@ -64,7 +64,11 @@ class ResearchState(TypedDict, total=False):
     circuit: list[str] | None
     """Components given by the user; None to localise."""
     frame: dict[str, Any]
-    """What framing produced: task description, roles, metric, prompt counts (see :mod:`agent.framing`)."""
+    """What framing produced: task description, roles, metric, prompt counts (see :mod:`agent.framing`);
+    ``design`` when the LLM planner designs the task (:mod:`agent.graph.design`)."""
+    design: dict[str, Any]
+    """The task design in progress: ``steps`` (planner turns), ``attempts`` (one dict per proposal, as in the
+    ``framing`` event), ``reminded``."""
     components: list[str]
     """Components to investigate, in order."""
     localisation: dict[str, Any]
@@ -184,6 +188,14 @@ class RunContext:
     None when unknown (a run logged before the shape was recorded)."""
     cluster_with_llm: bool = False
     """Ask the planner to group the concluded components (``claude``, or a replay of a run that did)."""
+    setup: list[str] = field(default_factory=list)
+    """The kernel's setup cells in force: ``sandbox_factory`` starts kernels with them (see :meth:`use_setup`)."""
+    seed: int = 0
+    """The run's seed (the task designer's checks draw their prompts with it)."""
+    design_steps: int = 8
+    """Planner turns the task design may take (:mod:`agent.graph.design`)."""
+    setup_for: Callable[[str], list[str]] | None = None
+    """``setup_for(spec_json)``: the kernel's setup cells for a designed task (the model and the spec embedded)."""
     wall_base_s: float = 0.0
     """Active seconds spent before this process (re)started the run."""
     grounding_check: bool = True
@@ -216,6 +228,14 @@ class RunContext:
         if self._sandbox is None:
             self._sandbox = self.sandbox_factory()
         return self._sandbox
+
+    def use_setup(self, cells: list[str]) -> None:
+        """Start kernels with ``cells`` from now on (a designed task was accepted): a running sandbox with other
+        setup cells is shut down, and the next cell starts a fresh one. The same cells change nothing."""
+        if list(cells) == self.setup:
+            return
+        self.close()
+        self.setup = list(cells)
 
     def close(self) -> None:
         """Shut the sandbox down if it was started."""

@@ -34,6 +34,7 @@ from agent.log import (
     ConclusionEvent,
     ErrorEvent,
     EvaluationEvent,
+    FramingEvent,
     HypothesisEvent,
     RunFinishedEvent,
     RunResumedEvent,
@@ -122,6 +123,10 @@ class RunView(BaseModel):
     component the log mentions, in order."""
     resumes: list[RunResumedEvent] = Field(default_factory=list)
     """Every ``run_resumed`` event (a budget changed by ``resume``), in order."""
+    framing: FramingEvent | None = None
+    """The task design's outcome (the LLM planner designed the task), when the run has one."""
+    proposals: int = 0
+    """``propose_task`` calls in the log (a task design's attempts so far)."""
     reason: str | None = None
     """Why an unfinished run stopped, when the log says: the LLM failure that paused it."""
     conclusions: dict[str, ConclusionEvent] = Field(default_factory=dict)
@@ -173,7 +178,9 @@ class RunView(BaseModel):
                    cells=_cells(events), usage=_usage(events),
                    evaluations=[e for e in events if isinstance(e, EvaluationEvent)], current=current,
                    resumes=[e for e in events if isinstance(e, RunResumedEvent)], reason=reason,
-                   kinds={e.seq: e.kind for e in events}, cited=_cited(events))
+                   kinds={e.seq: e.kind for e in events}, cited=_cited(events),
+                   framing=next((e for e in reversed(events) if isinstance(e, FramingEvent)), None),
+                   proposals=sum(1 for e in events if e.kind == "tool_call" and e.name == "propose_task"))
 
     # ------------------------------------------------------------------------------------------ derived
 
@@ -183,6 +190,36 @@ class RunView(BaseModel):
         if self.finished is not None:
             return self.finished.status
         return "running" if self.running else "interrupted"
+
+    @property
+    def task(self) -> str | None:
+        """The run's task: the designed spec's name (a ``framing`` event accepted it), else ``run_started``'s."""
+        if self.framing is not None and self.framing.status == "accepted":
+            return self.framing.task
+        return self.started.task if self.started else None
+
+    @property
+    def designed(self) -> bool:
+        """The LLM planner designs (or designed) this run's task."""
+        st = self.started
+        return self.framing is not None or bool(st and ((st.config or {}).get("framing") or {}).get("design"))
+
+    def task_spec(self) -> Any | None:
+        """The designed task's :class:`evals.tasks.TaskSpec` (from the log's ``framing`` event), else None: a
+        shipped task or a spec file is loaded by name or path (``evals.tasks.load_task(view.task)``)."""
+        if self.framing is None or self.framing.spec is None:
+            return None
+        from evals.tasks import TaskSpec
+
+        return TaskSpec.model_validate(self.framing.spec)
+
+    def setup_cells(self) -> list[str]:
+        """The kernel's setup cells in force at the end of the log: those a ``framing`` event switched to (the
+        designed task embedded), else ``run_started``'s. Every logged cell re-runs under them (the designer's
+        cells need only ``model``)."""
+        if self.framing is not None and self.framing.setup_cells:
+            return list(self.framing.setup_cells)
+        return list((self.started.config or {}).get("setup_cells") or []) if self.started else []
 
     @property
     def pending(self) -> list[str]:
@@ -242,7 +279,7 @@ class RunView(BaseModel):
         last = self.hypotheses[-1] if self.hypotheses else None
         return {
             "run_id": self.run_id, "run_dir": self.run_dir,
-            "question": st.question if st else None, "task": st.task if st else None,
+            "question": st.question if st else None, "task": self.task,
             "model": st.model if st else None, "planner": st.planner if st else None,
             "state": self.state, "reason": self.reason, "events": self.n_events,
             "components": {c: (self.conclusions[c].role if c in self.conclusions else "pending")
@@ -254,7 +291,17 @@ class RunView(BaseModel):
             "usd": round(self.usage.usd, 4),
             "clusters": {n: list(e.components) for n, e in self.clusters.items()},
             "summary": self.finished.summary if self.finished else None,
+            "design": self._design_status(),
         }
+
+    def _design_status(self) -> dict[str, Any] | None:
+        """The task design in ``status``: its state, the proposals so far, the accepted task or why it failed."""
+        if not self.designed:
+            return None
+        if self.framing is not None:
+            return {"state": self.framing.status, "proposals": len(self.framing.attempts), "task": self.framing.task,
+                    "file": self.framing.file, "reason": self.framing.reason or None}
+        return {"state": "designing", "proposals": self.proposals, "task": None, "file": None, "reason": None}
 
 
 def claim(e: ConclusionEvent, cited: list[int] | None = None) -> Claim:

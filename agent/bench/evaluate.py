@@ -74,6 +74,8 @@ class RunData(_Data):
     """The run's grounding scores (:meth:`evals.grounding.GroundingReport.scores`), from the log alone."""
     grounding_problems: dict[str, list[str]] = Field(default_factory=dict)
     """Component → its conclusion's grounding problems (ungrounded conclusions only)."""
+    task_spec: dict[str, Any] | None = None
+    """The task's spec when the LLM planner designed it (the log's ``framing`` event); else ``task`` is loaded."""
 
 
 def _is_circuit_role(role: str) -> bool:
@@ -95,8 +97,9 @@ def read_run(run_dir: str | Path) -> RunData:
     run_dir = Path(run_dir)
     v = RunView.from_run(run_dir)
     started = v.started
-    if started is None or not started.task:
-        raise BenchError(f"run {run_dir} has no run_started event with a task", fix="evaluate a run that started")
+    if started is None or not v.task:
+        raise BenchError(f"run {run_dir} has no run_started event with a task (or no accepted task design)",
+                         fix="evaluate a run that started on a task")
     roles = {c: e.role for c, e in v.conclusions.items()}
     circuit = [c for c, e in v.conclusions.items() if _is_circuit_role(e.role) and e.inconclusive_reason is None]
     sweep = v.localisation()
@@ -107,7 +110,8 @@ def read_run(run_dir: str | Path) -> RunData:
             "usd": float(u.usd), "wall_s": float("nan") if u.wall_s is None else float(u.wall_s)}
     cfg = started.config or {}
     g = v.grounding()
-    return RunData(run_dir=str(run_dir), task=started.task, model=started.model, seed=started.seed,
+    return RunData(run_dir=str(run_dir), task=v.task, task_spec=v.framing.spec if v.framing else None,
+                   model=started.model, seed=started.seed,
                    n_prompts=int(cfg.get("n_prompts") or (cfg.get("run") or {}).get("n_prompts") or 32),
                    planner=started.planner, roles=roles, circuit=circuit,
                    clusters={n: list(e.components) for n, e in v.clusters.items()}, ranking=ranking, cost=cost,
@@ -168,10 +172,10 @@ def score_run(data: RunData, *, seed: int | None = None, n_prompts: int | None =
     from evals.ground_truth import ground_truth_score
     from evals.interchange import interchange_matrix, random_clustering, score_clustering
     from evals.scores import clusters_from_roles, replication_score
-    from evals.tasks import load_task
+    from evals.tasks import TaskSpec, load_task
     from tools.components import Kind
 
-    task = load_task(data.task)
+    task = TaskSpec.model_validate(data.task_spec) if data.task_spec else load_task(data.task)
     model = model if model is not None else load_eval_model(data.model)
     seed = data.seed if seed is None else seed
     batch = task.make_batch(model.tokenizer, n_prompts or data.n_prompts, seed)

@@ -49,7 +49,7 @@ class ProgressView:
                 self.components = list(info["components"])
             if self.current and self.current not in self.components:
                 self.components.append(self.current)
-        elif phase == "step":
+        elif phase in ("step", "design"):
             self.steps = info.get("steps", self.steps)
             self.tool_calls = info.get("tool_calls", self.tool_calls)
             self.tokens = info.get("tokens", self.tokens)
@@ -150,6 +150,8 @@ def register(app: typer.Typer) -> None:
         question: Annotated[str, typer.Argument(help="The research question, in plain language.")],
         model: Annotated[str | None, typer.Option("--model", help="Zoo name, HF id or local path (default: the task's zoo model).")] = None,
         task: Annotated[str | None, typer.Option("--task", help="Task name or spec file (default: framed from the question).")] = None,
+        design_task: Annotated[bool, typer.Option("--design-task", help="Let Claude design the task (propose specs, check them on the model) even if one matches; it does anyway when none does.")] = False,
+        design_steps: Annotated[int, typer.Option("--design-steps", min=1, help="Planner turns the task design may take.")] = 8,
         circuit: Annotated[str | None, typer.Option("--circuit", help="Components to investigate, e.g. L9H9,L9H6 (default: localise).")] = None,
         planner: Annotated[Planner | None, typer.Option("--planner", help="Who plans (default: claude if ANTHROPIC_API_KEY is set, else offline).")] = None,
         replay_from: Annotated[str | None, typer.Option("--replay-from", help="Run whose LLM turns the replay planner feeds back.")] = None,
@@ -179,7 +181,8 @@ def register(app: typer.Typer) -> None:
         budget = parse_budget(max_steps=max_steps if max_steps is not None else 12, max_usd=budget_usd,
                               max_tool_calls=max_tool_calls, max_tokens=max_tokens, max_wall_s=max_wall_s)
         comps = [str(c) for c in parse_components(circuit)] if circuit else None
-        cfg = RunConfig(question=question, task=task, model=model, circuit=comps,
+        cfg = RunConfig(question=question, task=task, model=model, circuit=comps, design_task=design_task,
+                        design_steps=design_steps,
                         planner=planner or (Planner.REPLAY if replay_from else default_planner()), replay_from=replay_from,
                         llm_model=llm_model, llm_max_tokens=llm_max_tokens, llm_stream=stream, budget=budget,
                         n_prompts=prompts, seed=seed, sandbox=sandbox,
@@ -227,6 +230,11 @@ def register(app: typer.Typer) -> None:
             t.add_row(c, r if c != st["current"] else f"[yellow]{r} (current)")
         console.print(f"question: {st['question']}\ntask: {st['task']} · model: {st['model']} · "
                       f"planner: {st['planner']}")
+        d = st.get("design")
+        if d:
+            done = (f"task {d['task']} accepted ({d['file']})" if d["state"] == "accepted" else
+                    f"failed: {d['reason']}" if d["state"] == "failed" else "in progress")
+            console.print(f"task design: {done}; {d['proposals']} proposal(s)", highlight=False)
         if st.get("reason"):
             console.print(f"paused: {st['reason']}")
         console.print(t)

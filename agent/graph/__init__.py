@@ -2,11 +2,16 @@
 
 ::
 
-    START → frame → localise ─┬─→ start_component → step ⟲ → end_component ─┬─→ start_component ...
-                              └───────────────(no components)───────────────┴─→ cluster → report → END
+    START → frame ─┬─────────────────────────────┬→ localise ─┬─→ start_component → step ⟲ → end_component ─┐
+                   └→ design_start → design ⟲ ─┴→ END        └──────(no components)──→ cluster → report → END
+
+    (end_component goes on to the next start_component, or to cluster after the last component)
 
 * **frame**: the question as a task (see :mod:`agent.framing`); done before the run starts by
   :mod:`agent.run`, so this node only fills it in when the graph is driven directly.
+* **design_start**, **design** (:mod:`agent.graph.design`): when the framing says the LLM planner designs the
+  task, a framing sub-loop: Claude proposes task specs (generic kinds) and checks them on the model in the
+  sandbox until one passes (then localise, on that task) or its framing budget ends (then END, ``error``).
 * **localise** (:mod:`agent.graph.localise`): the ``--circuit``, or a patching + zero-ablation sweep and a
   redundancy check.
 * **step** (:mod:`agent.graph.step`): one planner turn for the current component; its tool calls go
@@ -26,7 +31,7 @@ through the :class:`agent.state.Journal`, so a node re-run after a kill re-uses 
 
 >>> g = build_graph()
 >>> sorted(n for n in g.get_graph().nodes if not n.startswith("__"))
-['cluster', 'end_component', 'frame', 'localise', 'report', 'start_component', 'step']
+['cluster', 'design', 'design_start', 'end_component', 'frame', 'localise', 'report', 'start_component', 'step']
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 
+from agent.graph.design import design, design_start, route_design, route_frame
 from agent.graph.localise import localise
 from agent.graph.nodes import INCONCLUSIVE, cluster, end_component, frame, report, start_component
 from agent.graph.step import HANDLERS, NUDGE, step
@@ -58,11 +64,14 @@ def route_components(state: ResearchState) -> str:
 def build_graph(checkpointer: Any = None) -> Any:
     """The compiled research graph (``checkpointer``: e.g. a ``SqliteSaver``; None for none)."""
     g = StateGraph(ResearchState, context_schema=RunContext)
-    for name, fn in [("frame", frame), ("localise", localise), ("start_component", start_component),
-                     ("step", step), ("end_component", end_component), ("cluster", cluster), ("report", report)]:
+    for name, fn in [("frame", frame), ("design_start", design_start), ("design", design), ("localise", localise),
+                     ("start_component", start_component), ("step", step), ("end_component", end_component),
+                     ("cluster", cluster), ("report", report)]:
         g.add_node(name, fn)
     g.add_edge(START, "frame")
-    g.add_edge("frame", "localise")
+    g.add_conditional_edges("frame", route_frame, ["design_start", "localise"])
+    g.add_edge("design_start", "design")
+    g.add_conditional_edges("design", route_design, ["design", "localise", END])
     g.add_conditional_edges("localise", route_components, ["start_component", "cluster"])
     g.add_edge("start_component", "step")
     g.add_conditional_edges("step", route_step, ["step", "end_component"])

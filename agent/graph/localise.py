@@ -34,7 +34,9 @@ from tools.experiments import RedundancyResult, SweepResult
 def localise(state: ResearchState, runtime: Runtime[RunContext]) -> dict:
     """The given circuit, or the components above the threshold in an exact patching sweep."""
     ctx = runtime.context
-    base = {"index": 0, "usage": BudgetUsage().model_dump(), "conclusions": {}, "clusters": []}
+    # what a task design spent before counts toward the run-wide budgets; steps count per component
+    usage = BudgetUsage(**{**(state.get("usage") or {}), "steps": 0})
+    base = {"index": 0, "usage": usage.model_dump(), "conclusions": {}, "clusters": []}
     if state.get("circuit"):
         return {**base, "components": list(state["circuit"]), "log_seq": ctx.journal.position}
     tool = AttributionSweep(kind="all", method="exact", top_k=500, zero_ablation=True)

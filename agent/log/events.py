@@ -22,10 +22,11 @@ from agent.llm.types import ContentBlock, Usage
 from tools.components import Component
 from tools.errors import InterpAgentError
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 """The version this code writes. Readers accept any ``1.x``; a newer minor's unknown fields are dropped.
 
-1.1 added the ``components`` and ``run_resumed`` event kinds (a 1.0 log has neither and reads as before)."""
+1.1 added the ``components`` and ``run_resumed`` event kinds (a 1.0 log has neither and reads as before).
+1.2 added the ``framing`` event kind (a task designed by the LLM planner; older logs have none)."""
 SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
 EVENTS_FILE = "events.jsonl"
 
@@ -131,6 +132,58 @@ class RunResumedEvent(_Event):
     ``cluster`` and ``run_finished`` events supersede the earlier ones)."""
     reason: str = ""
     """What the resume changed, in words."""
+
+
+class DesignAttempt(BaseModel):
+    """One task the LLM designer proposed, and what became of it (inside a :class:`FramingEvent`)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    proposal: int = Field(ge=1)
+    """The proposal's number (1, 2, ...), as the designer was told."""
+    call_id: str
+    """The ``propose_task`` tool call (its ``tool_call`` event holds the input as sent)."""
+    valid: bool
+    """The input validated as a task spec."""
+    error: str | None = None
+    """Why it did not validate."""
+    spec: dict[str, Any] | None = None
+    """The validated spec (:class:`evals.tasks.TaskSpec` as JSON)."""
+    check_seq: int | None = None
+    """``seq`` of the ``execution_result`` of its ``check_task`` cell (the last one, when checked twice)."""
+    usable: bool | None = None
+    """The check's verdict (None: not checked, or the check cell failed)."""
+    reasons: list[str] = Field(default_factory=list)
+    """Why the check found it unusable (or why the check cell failed)."""
+    gap: float | None = None
+    """Clean − corrupt metric (mean over the checked prompts)."""
+    accuracy: float | None = None
+    """Fraction of prompts on which the model prefers the answer."""
+    flips: float | None = None
+    """Fraction of corrupt prompts whose preference flips."""
+
+
+class FramingEvent(_Event):
+    """The LLM planner's task design ended: the spec it accepted (the first proposal whose check passed),
+    or why none was, with every attempt. Written once, before localisation (1.2)."""
+
+    kind: Literal["framing"] = "framing"
+    status: Literal["accepted", "failed"]
+    """``accepted``: the run goes on with :attr:`spec`; ``failed``: the framing budget ended first."""
+    task: str | None = None
+    """The accepted spec's name."""
+    spec: dict[str, Any] | None = None
+    """The accepted spec (:class:`evals.tasks.TaskSpec` as JSON): what resume, replay, report and eval use."""
+    file: str | None = None
+    """Where the spec was written, relative to the run directory (``task.yaml``)."""
+    setup_cells: list[str] = Field(default_factory=list)
+    """The kernel's setup cells from here on (the model and the accepted task, embedded)."""
+    attempts: list[DesignAttempt] = Field(default_factory=list)
+    """Every proposal, in order."""
+    steps: int = Field(0, ge=0)
+    """Planner turns the design took."""
+    reason: str = ""
+    """Why the design failed (empty when accepted)."""
 
 
 class LLMRequestEvent(_Event):
@@ -371,13 +424,13 @@ class RunFinishedEvent(_Event):
 
 
 EVENT_TYPES: tuple[type[_Event], ...] = (
-    RunStartedEvent, ComponentsEvent, RunResumedEvent, LLMRequestEvent, LLMResponseEvent, ToolCallEvent,
-    ExecutionResultEvent, HypothesisEvent, ConclusionEvent, ClusterEvent, BudgetEvent, ErrorEvent, EvaluationEvent,
+    RunStartedEvent, ComponentsEvent, RunResumedEvent, FramingEvent, LLMRequestEvent, LLMResponseEvent,
+    ToolCallEvent, ExecutionResultEvent, HypothesisEvent, ConclusionEvent, ClusterEvent, BudgetEvent, ErrorEvent, EvaluationEvent,
     RunFinishedEvent,
 )
 Event = Annotated[
-    RunStartedEvent | ComponentsEvent | RunResumedEvent | LLMRequestEvent | LLMResponseEvent | ToolCallEvent
-    | ExecutionResultEvent | HypothesisEvent | ConclusionEvent | ClusterEvent | BudgetEvent | ErrorEvent
+    RunStartedEvent | ComponentsEvent | RunResumedEvent | FramingEvent | LLMRequestEvent | LLMResponseEvent
+    | ToolCallEvent | ExecutionResultEvent | HypothesisEvent | ConclusionEvent | ClusterEvent | BudgetEvent | ErrorEvent
     | EvaluationEvent | RunFinishedEvent,
     Field(discriminator="kind"),
 ]

@@ -123,3 +123,106 @@ def cluster_brief(question: str, task: str, conclusions: dict[str, dict], explan
         lines += [f"COMPONENT {comp} (confidence {float(c.get('confidence', 0.0)):.2f}): {c['role']}", f"  {expl}"]
     lines += ["", f"Group these {len(conclusions)} component(s) by function with group_components."]
     return "\n".join(lines)
+
+
+def _rules(doc: str | None, start: str | None = None, values: dict[str, object] | None = None) -> str:
+    """A module docstring's prose as plain text for a prompt: from ``start`` (if given) up to its doctest,
+    reStructuredText roles and literals unwrapped (lines kept), and the names in ``values`` given their values.
+
+    >>> _rules("Intro. A task is **bad** when :func:`f` gives ``N`` or less.\\n\\n>>> 1", "A task", {"N": 3})
+    'A task is **bad** when f gives N (3) or less.'
+    """
+    import re
+
+    text = (doc or "").split(">>>")[0]
+    if start and start in text:
+        text = text[text.index(start):]
+    text = re.sub(r":[a-z]+:`~?(?:[\w.]+\.)?([^`.]+)`", r"\1", text).replace("``", "")
+    for name, value in (values or {}).items():
+        text = re.sub(rf"\b{name}\b", f"{name} ({value})", text)
+    return text.strip()
+
+
+def _design_system_prompt() -> str:
+    from evals.tasks import check, generic
+
+    return f"""\
+You are a careful mechanistic-interpretability researcher. Before a question about a language model can be \
+investigated, it must become a TASK: clean and corrupt prompt pairs, each clean prompt followed by an answer \
+token and a wrong-answer token, such that the model's logit difference (answer - wrong) at the last token \
+measures the behaviour the question is about, and the corruption changes exactly the information that \
+behaviour uses (so the model's preference flips). Design that task for the model you are given.
+
+Method:
+1. Read the model's facts (its vocabulary, how the question's words tokenise). Use only words the model \
+knows; every slot value that is a role, and every answer, must be ONE token. Call tokenize to check texts.
+2. Call propose_task with a spec of the generic kind "template" or "pairs" (rules below). A malformed spec \
+comes back as an error: fix it and propose again.
+3. Call check_task: it runs the proposal on the model. If it is unusable, read the reasons and the numbers, \
+change the spec (another corruption, other words or templates, answer and wrong the other way round) and \
+propose again. The first proposal whose check passes becomes the run's task and the investigation goes on \
+with it; you cannot change it afterwards.
+You may call propose_task and check_task in the same turn. Be economical: each turn costs budget, and the \
+design stops when its turns run out.
+
+THE GENERIC TASK KINDS ({generic.__name__}; the examples are YAML, propose_task takes the same fields as JSON, \
+its "generator" being the generator below):
+{_rules(generic.__doc__)}
+
+THE CHECK ({check.__name__}; it draws 64 prompts):
+{_rules(check.__doc__, "A task is", {"min_prompts": check.MIN_PROMPTS, "GAP_SE": check.GAP_SE,
+                                      "GAP_REL": check.GAP_REL, "ACC_Z": check.ACC_Z, "ACC_MARGIN": check.ACC_MARGIN})}
+"""
+
+
+DESIGN_SYSTEM_PROMPT = _design_system_prompt()
+"""The task designer's system prompt: the method, the generic kinds' rules and the check's rules (from the
+docstrings of :mod:`evals.tasks.generic` and :mod:`evals.tasks.check`, so they cannot drift apart)."""
+
+DESIGN_REMINDER = ("You ended your turn without a tool call. Propose a task with propose_task and check it with "
+                   "check_task (the first proposal whose check passes becomes the run's task).")
+VOCAB_CHARS = 6000
+"""The most characters of the vocabulary listed in the design brief."""
+
+
+def design_brief(question: str, model: str, facts: dict | None, turns: int, problem: str | None = None) -> str:
+    """The first user message of the task design: the question, the model's facts (from the facts cell's data,
+    :class:`evals.tasks.design.ModelFacts`), and the budget.
+
+    >>> print(design_brief("Which heads pick he or she?", "toy-pronoun", {"arch": "gpt2", "n_layers": 2,
+    ...     "n_heads": 4, "d_model": 64, "vocab_size": 6, "tokenizer": "Fast", "bos": "<bos>",
+    ...     "vocabulary": ["he", "she"], "words": [{"word": "she", "spaced": ["she"], "one_token": True}]}, 8))
+    QUESTION: Which heads pick he or she?
+    MODEL: toy-pronoun (gpt2, 2 layers x 4 heads, d_model 64; vocabulary of 6 tokens, tokenizer Fast, prompts start with <bos>)
+    VOCABULARY (every token the model knows): he she
+    QUESTION WORDS (tokens of ' word'): she → [she]
+    TURNS: 8
+    <BLANKLINE>
+    Design a task for this question on this model: propose_task, then check_task; revise until the check passes.
+    """
+    lines = [f"QUESTION: {question}"]
+    if facts:
+        bos = f", prompts start with {facts['bos']}" if facts.get("bos") else ""
+        lines.append(f"MODEL: {model} ({facts.get('arch')}, {facts.get('n_layers')} layers x {facts.get('n_heads')} "
+                     f"heads, d_model {facts.get('d_model')}; vocabulary of {facts.get('vocab_size')} tokens, tokenizer "
+                     f"{facts.get('tokenizer')}{bos})")
+        vocab = facts.get("vocabulary")
+        if vocab:
+            listed = " ".join(str(v) for v in vocab)
+            if len(listed) > VOCAB_CHARS:
+                listed = listed[:VOCAB_CHARS].rsplit(" ", 1)[0] + " … (more: use tokenize)"
+            lines.append(f"VOCABULARY (every token the model knows): {listed}")
+        else:
+            lines.append("VOCABULARY: too large to list; use tokenize to check words")
+        words = []
+        for w in facts.get("words") or []:
+            toks = "[" + ", ".join(str(t) for t in w.get("spaced") or []) + "]"
+            words.append(f"{w.get('word')} → {toks}" + ("" if w.get("one_token") else " (not one known token)"))
+        if words:
+            lines.append("QUESTION WORDS (tokens of ' word'): " + "; ".join(words))
+    else:
+        lines.append(f"MODEL: {model} (its facts are unavailable: {problem or 'the facts cell failed'}; use tokenize)")
+    lines += [f"TURNS: {turns}", "",
+              "Design a task for this question on this model: propose_task, then check_task; revise until the "
+              "check passes."]
+    return "\n".join(lines)

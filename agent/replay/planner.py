@@ -59,7 +59,8 @@ def tool_calls(events: list[Any]) -> list[ToolCallRecord]:
 
 
 def compare_runs(logged: list[Any], now: list[Any]) -> list[str]:
-    """Differences in tool calls (names + inputs, in order) and conclusions (component → role)."""
+    """Differences in tool calls (names + inputs, in order), the task design's outcome and accepted spec (when
+    the planner designed the task) and conclusions (component → role)."""
     out: list[str] = []
     ta, tb = tool_calls(logged), tool_calls(now)
     for i, (x, y) in enumerate(zip(ta, tb, strict=False)):
@@ -68,8 +69,14 @@ def compare_runs(logged: list[Any], now: list[Any]) -> list[str]:
                        f"{y.name} {json.dumps(y.input, sort_keys=True)}")
     if len(ta) != len(tb):
         out.append(f"number of tool calls: logged {len(ta)} vs now {len(tb)}")
-    ca = {c: e.role for c, e in RunView.from_events(logged, "logged").conclusions.items()}
-    cb = {c: e.role for c, e in RunView.from_events(now, "now").conclusions.items()}
+    va, vb = RunView.from_events(logged, "logged"), RunView.from_events(now, "now")
+    design = [(f.status, f.task, f.spec) if f is not None else (None, None, None) for f in (va.framing, vb.framing)]
+    if design[0] != design[1]:  # a designed task: the same outcome and the same accepted spec
+        (sa, ta, _), (sb, tb, _) = design
+        out.append(f"task design: logged {sa} {ta!r} vs now {sb} {tb!r}"
+                   + (" (the accepted specs differ)" if ta == tb else ""))
+    ca = {c: e.role for c, e in va.conclusions.items()}
+    cb = {c: e.role for c, e in vb.conclusions.items()}
     for comp in list(ca) + [c for c in cb if c not in ca]:
         if ca.get(comp) != cb.get(comp):
             out.append(f"conclusion {comp}: logged {ca.get(comp)!r} vs now {cb.get(comp)!r}")

@@ -2,7 +2,8 @@
 
 ``verify(run_dir)`` reads the run's log only. It takes the ``run_started`` event's model, task and seed,
 the setup cells logged in ``config["setup_cells"]`` (or :func:`agent.kernel.setup_cells` rebuilt from the
-logged model, task, prompt count and seed), starts a fresh sandbox with them, and re-executes every
+logged model, task, prompt count and seed; for a task the LLM planner designed, those of the ``framing``
+event, with the accepted spec embedded: the designer's own cells need only the model), starts a fresh sandbox with them, and re-executes every
 ``execution_result`` event's code in log order. Each fresh result is compared with the logged one under
 the rules of :mod:`agent.replay.compare`. A run verifies when no cell differs.
 
@@ -158,7 +159,7 @@ def verify(run_dir: str | Path, *, sandbox_factory: SandboxFactory | None = None
     check_artifacts(run_dir, events)
     view = RunView.from_events(events, run_dir)
     started = events[0]
-    setup = setup_cells_for(started)
+    setup = view.setup_cells() or setup_cells_for(started)  # a designed task's, once a framing event set them
     unsafe = logged_unsafe(started) if unsafe_no_isolation is None else unsafe_no_isolation
     factory = sandbox_factory or default_sandbox_factory
     timeout = timeout_s or logged_cell_timeout(started)

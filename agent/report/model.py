@@ -95,6 +95,32 @@ class Figure(BaseModel):
     """``attention`` | ``patching`` | ``logged`` (a figure file the run wrote)."""
 
 
+class DesignRow(BaseModel):
+    """One proposal of a task design and its check."""
+
+    proposal: int
+    valid: bool
+    usable: bool | None = None
+    gap: float | None = None
+    accuracy: float | None = None
+    flips: float | None = None
+    note: str = ""
+    """Why it was unusable or invalid."""
+
+
+class TaskDesign(BaseModel):
+    """How the LLM planner designed the run's task (from the ``framing`` event)."""
+
+    status: str
+    """``accepted`` | ``failed``."""
+    task: str | None = None
+    file: str | None = None
+    """The accepted spec's file in the run directory (``task.yaml``)."""
+    steps: int = 0
+    reason: str = ""
+    attempts: list[DesignRow] = Field(default_factory=list)
+
+
 class RunSummary(BaseModel):
     """Everything a report shows, derived from the log."""
 
@@ -103,6 +129,8 @@ class RunSummary(BaseModel):
     question: str = ""
     task: str | None = None
     task_description: str = ""
+    design: TaskDesign | None = None
+    """The task design, when the LLM planner designed the task."""
     model: str | None = None
     model_fingerprint: str | None = None
     seed: int | None = None

@@ -42,11 +42,13 @@ from agent.report.model import (
     CellRecord,
     Cluster,
     ComponentRow,
+    DesignRow,
     Figure,
     GroundingSummary,
     Hypothesis,
     HypothesisStep,
     RunSummary,
+    TaskDesign,
 )
 from agent.view import RunView
 from evals.grounding import marked
@@ -137,6 +139,16 @@ def cited_numbers(results: list[BaseModel | None], component: str) -> dict[str, 
     return numbers
 
 
+def _design(v: RunView) -> TaskDesign:
+    """The task design as a report shows it: every proposal with its check."""
+    fr = v.framing
+    assert fr is not None
+    rows = [DesignRow(proposal=a.proposal, valid=a.valid, usable=a.usable, gap=a.gap, accuracy=a.accuracy,
+                      flips=a.flips, note="; ".join(a.reasons) or (a.error or "").split("\n")[0])
+            for a in fr.attempts]
+    return TaskDesign(status=fr.status, task=fr.task, file=fr.file, steps=fr.steps, reason=fr.reason, attempts=rows)
+
+
 def build_summary(run_dir: str | Path, view: RunView | None = None, figures: bool = True) -> RunSummary:
     """What a report shows, from ``run_dir``'s log (or an already built ``view`` of it)."""
     run_dir = Path(run_dir)
@@ -144,16 +156,19 @@ def build_summary(run_dir: str | Path, view: RunView | None = None, figures: boo
     start = v.started
     s = RunSummary(run_id=v.run_id, run_dir=str(run_dir), cells=v.cells, usage=v.usage)
     if start is not None:
-        s.question, s.task, s.model, s.model_fingerprint = start.question, start.task, start.model, \
+        s.question, s.task, s.model, s.model_fingerprint = start.question, v.task, start.model, \
             start.model_fingerprint
         s.seed, s.planner = start.seed, start.planner
         s.started = start.ts.isoformat(timespec="seconds") if start.ts else None
         s.circuit = list(start.circuit or [])
-        s.setup_cells = list(start.config.get("setup_cells") or [])
+        s.setup_cells = v.setup_cells()
     else:
         s.notes.append("The log has no run_started event: question, model and seed are unknown.")
     s.status = v.finished.status if v.finished else "running (no run_finished event)"
-    if s.task:
+    if v.framing is not None:
+        s.design = _design(v)
+        s.task_description = (v.framing.spec or {}).get("description") or None
+    elif s.task:
         try:
             from evals.tasks import load_task
 
