@@ -222,7 +222,7 @@ def _start_locked(cfg: RunConfig, fr: Framing, backend: Any, run_id: str, run_di
         info = model_check(sb, cfg.circuit)
         log = RunLog(run_dir)
         log.append(RunStartedEvent(
-            run_id=run_id, question=cfg.question, task=fr.task, model=fr.model, model_fingerprint=info.fingerprint,
+            run_id=run_id, question=cfg.question, task=fr.task or None, model=fr.model, model_fingerprint=info.fingerprint,
             planner=cfg.planner, llm_model=getattr(backend, "model", None) if cfg.planner == Planner.CLAUDE else None,
             seed=cfg.seed, circuit=cfg.circuit,
             config={"run": cfg.model_dump(mode="json"), "framing": fr.model_dump(), "setup_cells": setup,

@@ -46,6 +46,11 @@ def one_of_each() -> list[L._Event]:
         L.EvaluationEvent(evaluator="reference", scores={"precision": 1.0, "recall": None}, details={"n": 2}),
         L.ComponentsEvent(components=["L1H0", "mlp0".upper()], source="localisation"),
         L.RunResumedEvent(budget={"max_usd": 2.0}, reopened=True, reason="new budget: max_usd=2.0"),
+        L.FramingEvent(status="accepted", task="t", spec={"name": "t"}, file="task.yaml", setup_cells=["x = 1"],
+                       attempts=[L.DesignAttempt(proposal=1, call_id="p1", valid=False, error="bad"),
+                                 L.DesignAttempt(proposal=2, call_id="p2", valid=True, spec={"name": "t"}, check_seq=4,
+                                                 usable=True, reasons=[], gap=2.5, accuracy=1.0, flips=0.9)],
+                       steps=2, reason=""),
         L.RunFinishedEvent(status="completed", summary="done"),
     ]
 

@@ -26,7 +26,7 @@ from agent.llm.claude import ClaudeBackend
 from agent.log import read_events
 from agent.run import RunConfig, TaskDesignError, make_backend, replay_run, resume_run, run_status, start_run
 from sandbox.result import ExecutionResult
-from tests.fake_anthropic import text, tool_turn, tool_use, turn
+from tests.fake_anthropic import overloaded, text, tool_turn, tool_use, turn
 from tests.test_graph_fakes import Crash
 
 REPO = Path(__file__).resolve().parents[1]
@@ -222,6 +222,8 @@ def test_designer_revises_a_task_without_gap_then_the_investigation_runs_on_it(t
 
     assert load_task(run / "task.yaml") == TaskSpec.model_validate(fr[0].spec)
     assert load_task(run / "task.yaml").model == "toy-pronoun"
+    assert main(["tasks", "check", str(run / "task.yaml"), "--model", "toy-pronoun"]) == 0  # usable as --task FILE
+    assert run_status(run)["state"] == "completed" and read_events(run)[0].task is None
     # status, report and eval read the designed task from the log
     st = run_status(run)
     assert st["task"] == "first-actor-gender" and st["design"]["state"] == "accepted" and st["design"]["proposals"] == 2
@@ -317,6 +319,54 @@ def test_design_needs_a_model_and_a_planner_that_can_design(tmp_path, capsys):
     with pytest.raises(Exception, match="needs the model"):
         start_run(_cfg(tmp_path, model=None, design_task=True), sandbox_factory=in_process())
     assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
+
+
+def test_when_the_planner_designs_the_task():
+    from agent.run import RunError, frame
+
+    def fr(**kw):
+        return frame(RunConfig(**{"question": QUESTION, "planner": "claude", "model": "toy-pronoun", **kw}))
+
+    assert fr().design and fr().task == ""  # claude, and no task matches: design
+    ioi = "Which heads move the indirect object's name?"
+    assert not fr(question=ioi).design and fr(question=ioi).task == "toy-ioi"  # a task matches: keywords
+    d = fr(question=ioi, design_task=True, model=None)  # --design-task: design even so, on the matched task's model
+    assert d.design and d.model == "toy-ioi"
+    assert fr(task="toy-pronoun").task == "toy-pronoun"
+    with pytest.raises(RunError, match="both say where the task comes from"):
+        fr(task="toy-pronoun", design_task=True)
+    with pytest.raises(RunError, match="cannot design a task"):
+        fr(planner="offline", design_task=True)
+    with pytest.raises(NoMatchingTask):
+        fr(planner="offline")
+    assert fr(planner="replay", replay_from="x", design_task=True).design  # a designed run's replay designs again
+
+
+def test_planner_replay_names_a_different_design():
+    from agent.log import FramingEvent
+    from agent.replay.planner import compare_runs
+
+    a = [FramingEvent(status="accepted", task="t", spec={"name": "t", "x": 1})]
+    assert compare_runs(a, a) == []
+    assert compare_runs(a, [FramingEvent(status="accepted", task="t", spec={"name": "t", "x": 2})]) == \
+        ["task design: logged accepted 't' vs now accepted 't' (the accepted specs differ)"]
+    assert compare_runs(a, [FramingEvent(status="failed", reason="r")]) == \
+        ["task design: logged accepted 't' vs now failed None"]
+
+
+def test_an_api_failure_during_design_pauses_and_resume_designs_on(tmp_path, claude):
+    claude.script([turn(propose(spec(redraw="O"), "p1"), check(id="c1")), overloaded(), overloaded()])
+    out = start_run(_cfg(tmp_path), sandbox_factory=in_process())
+    assert out.status == "interrupted" and "overloaded" in out.reason
+    events = read_events(out.run_dir)
+    assert not any(e.kind in ("framing", "run_finished") for e in events)
+    assert run_status(out.run_dir)["design"]["state"] == "designing"
+    claude.script([turn(propose(spec(redraw="S"), "p2"), check(id="c2")), *investigation()])
+    again = resume_run(out.run_dir, sandbox_factory=in_process())
+    assert again.status == "completed"
+    events = read_events(out.run_dir)
+    assert sum(1 for e in events if e.kind == "llm_request" and "propose_task" in e.tools) == 2
+    assert [a.usable for a in next(e for e in events if e.kind == "framing").attempts] == [False, True]
 
 
 def test_resume_after_a_kill_during_framing_repeats_and_loses_nothing(tmp_path, claude):
