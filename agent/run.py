@@ -188,9 +188,9 @@ def start_run(cfg: RunConfig, *, sandbox_factory: SandboxFactory | None = None,
 
 def frame(cfg: RunConfig) -> Framing:
     """The run's framing: keywords or ``--task`` (:func:`agent.framing.frame_question`), or a task the LLM planner
-    designs (``--design-task``, or the ``claude`` planner on a question no task matches; see
-    :mod:`agent.graph.design`). One-line errors for what cannot work: design with the offline planner, with
-    ``--task``, or without a model."""
+    designs (``--design-task``; the ``claude`` planner on a question no task matches; the ``replay`` planner
+    replaying a run that designed its task; see :mod:`agent.graph.design`). One-line errors for what cannot
+    work: design with the offline planner, with ``--task``, or without a model."""
     designers = (Planner.CLAUDE, Planner.REPLAY)
     if cfg.design_task:
         if cfg.task is not None:
@@ -207,7 +207,9 @@ def frame(cfg: RunConfig) -> Framing:
     try:
         return frame_question(cfg.question, task=cfg.task, model=cfg.model)
     except NoMatchingTask:
-        if cfg.task is not None or cfg.planner != Planner.CLAUDE:
+        replays_design = cfg.planner == Planner.REPLAY and bool(cfg.replay_from) and \
+            RunView.from_run(resolve_run(cfg.replay_from)).designed
+        if cfg.task is not None or not (cfg.planner == Planner.CLAUDE or replays_design):
             raise
         return design_framing(cfg.question, cfg.model)
 

@@ -179,7 +179,8 @@ def test_the_question_matches_no_task():
         frame_question(QUESTION)
 
 
-def test_designer_revises_a_task_without_gap_then_the_investigation_runs_on_it(tmp_path, claude):
+def test_designer_revises_a_task_without_gap_then_the_investigation_runs_on_it(tmp_path, claude, capsys,
+                                                                                  monkeypatch):
     claude.script([
         turn(text("The subject's gender decides the pronoun; first try corrupting the object."),
              propose(spec(redraw="O"), "p1"), check(id="c1")),
@@ -222,7 +223,7 @@ def test_designer_revises_a_task_without_gap_then_the_investigation_runs_on_it(t
 
     assert load_task(run / "task.yaml") == TaskSpec.model_validate(fr[0].spec)
     assert load_task(run / "task.yaml").model == "toy-pronoun"
-    assert main(["tasks", "check", str(run / "task.yaml"), "--model", "toy-pronoun"]) == 0  # usable as --task FILE
+    assert main(["tasks", "check", str(run / "task.yaml"), "--model", "toy-pronoun"]) == 0
     assert run_status(run)["state"] == "completed" and read_events(run)[0].task is None
     # status, report and eval read the designed task from the log
     st = run_status(run)
@@ -235,11 +236,16 @@ def test_designer_revises_a_task_without_gap_then_the_investigation_runs_on_it(t
     assert ev["details"]["task"] == "first-actor-gender" and ev["scores"]["faith_agent"] is not None
 
     # replay --verify re-executes every cell (the designer's included) and every number re-computes
-    from agent.replay import planner_replay, verify
+    import importlib
 
-    rep = verify(run, sandbox_factory=in_process())
-    assert rep.ok, rep.mismatches
-    assert rep.cells == sum(1 for e in events if e.kind == "execution_result") >= 5
+    from agent.replay import planner_replay
+
+    monkeypatch.setattr(importlib.import_module("agent.replay.verify"), "default_sandbox_factory", in_process())
+    capsys.readouterr()
+    assert main(["--json", "replay", str(run), "--verify"]) == 0
+    rep = json.loads(capsys.readouterr().out)["verify"]
+    assert rep["ok"] and rep["mismatches"] == [], rep["mismatches"]
+    assert rep["cells"] == sum(1 for e in events if e.kind == "execution_result") >= 5
     # --planner-replay: the loop re-runs on the logged turns (no API call): same calls, same design, same roles
     n = len(claude.requests)
     pr = planner_replay(run, out_dir=tmp_path / "again",
@@ -248,6 +254,24 @@ def test_designer_revises_a_task_without_gap_then_the_investigation_runs_on_it(t
     assert len(claude.requests) == n and pr.calls_now == pr.calls_logged
     again = read_events(pr.new_run_dir)
     assert next(e for e in again if e.kind == "framing").spec == fr[0].spec
+    # the replay planner, given the run, designs again by itself (no --design-task needed)
+    replayed = start_run(RunConfig(question=QUESTION, model="toy-pronoun", planner="replay", replay_from=str(run),
+                                   out=str(tmp_path / "again2"), n_prompts=8, max_components=2,
+                                   budget={"max_steps": 3}), sandbox_factory=in_process())
+    assert replayed.status == "completed" and len(claude.requests) == n
+    # task.yaml is a task file: the offline planner investigates it with --task FILE (no design, no API call)
+    monkeypatch.setattr("agent.run.default_sandbox_factory", in_process())
+    capsys.readouterr()
+    assert main(["--json", "investigate", QUESTION, "--task", str(run / "task.yaml"), "--planner", "offline",
+                 "--out", str(tmp_path / "offline"), "--prompts", "8", "--max-components", "2",
+                 "--max-steps", "3"]) == 0
+    assert len(claude.requests) == n
+    (off,) = (tmp_path / "offline").iterdir()
+    off_events = read_events(off)
+    assert off_events[0].task == str((run / "task.yaml").resolve())  # a spec file is logged by its path
+    assert not any(e.kind == "framing" for e in off_events) and run_status(off)["state"] == "completed"
+    assert next(e for e in off_events if e.kind == "components").components == \
+        next(e for e in events if e.kind == "components").components  # the same task: the same localisation
 
 
 def test_a_malformed_proposal_comes_back_as_an_error_result(tmp_path, claude):
@@ -302,6 +326,8 @@ def test_an_exhausted_framing_budget_is_one_line_exit_2_and_nothing_half_run(tmp
     assert len(claude.message_requests) == 2
     st = run_status(run)
     assert st["state"] == "error" and st["design"]["state"] == "failed" and st["design"]["proposals"] == 2
+    assert main(["status", str(run)]) == 0
+    assert "task design: failed: no proposal passed the check" in capsys.readouterr().out
     # resume says the same and does nothing more
     with pytest.raises(TaskDesignError, match="task design failed"):
         resume_run(run, sandbox_factory=in_process())

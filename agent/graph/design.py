@@ -57,7 +57,7 @@ from agent.actions import (
 )
 from agent.budget import BudgetUsage, exceeded
 from agent.graph.cells import execute_cell, tool_result_payload
-from agent.graph.step import ask, remind, take_turn, usage_of
+from agent.graph.step import CUT_CALL, ask, remind, take_turn, usage_of
 from agent.llm.base import validate_tool_input
 from agent.llm.text import cap, for_model
 from agent.llm.types import ToolUseBlock, tool_result
@@ -232,8 +232,7 @@ def design(state: ResearchState, runtime: Runtime[RunContext]) -> dict:
             continue
         tool, err = validate_tool_input(model, tu.input, name=tu.name)
         if resp.stop_reason == "max_tokens" and k == len(uses) - 1:
-            tool, err = None, ("Your turn was cut off at the output limit while you were writing this call, so its "
-                               "input may be incomplete: it was NOT run. Call it again (think less before calling).")
+            tool, err = None, CUT_CALL.format(max_tokens=getattr(ctx.backend, "max_tokens", None) or "?")
         if tu.name == "propose_task":
             propose(ctx, turn, tu, tool, err)  # an invalid proposal is an attempt too
         elif tool is None:
