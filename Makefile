@@ -8,6 +8,9 @@ PY := $(VENV)/bin/python
 HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1)
 TORCH_SPEC ?= $(if $(HAS_CUDA),torch,torch==2.13.0)
 STAMP := $(VENV)/.installed
+# Two workers: most of the suite waits on sandboxed kernels, so two overlap well even on 2 cores; each test
+# file stays on one worker (its module-scoped kernels start once). `make test PYTEST_ARGS=` runs serially.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: setup test lint demo bench clean
 
