@@ -1,0 +1,315 @@
+"""How the cost of the exact sweep, attribution patching and the interchange matrix grows. Not a test.
+
+Three axes, each a curve per work item, on random-init GPT-2-shaped models (``save_pretrained``, loaded
+with ``tools.load_model``; float32, eager attention, CPU), prompts of 16 tokens, metric: logit
+difference at the last token:
+
+- **model size**: (layers, d_model, heads) = (2, 256, 4), (4, 384, 6), (8, 512, 8), (12, 768, 12)
+  [GPT-2 small], (24, 1024, 16) [GPT-2 medium shape]; 8 prompts; the sweep and attribution cover every
+  head, the matrix 8 fixed components. x = forward FLOPs per token (2 x parameters touched per token).
+  The exact sweep at 24 layers (384 heads) takes minutes on 2 cores: only with ``--full``.
+- **prompts**: 8 -> 256 prompts on a 4-layer, d_model 256, 4-head model (16 heads; the matrix over 8).
+- **components**: 8 -> 64 components (heads) on an 8-layer, d_model 256, 8-head model (64 heads),
+  8 prompts: the sweep and the matrix over the first n heads, attribution over them.
+
+Prints one table (with the load average before and after), writes a log-log PNG with the fitted
+exponent (least squares on log time vs log x, all points of the curve) in each legend, and prints the
+extrapolation to a 7B Llama-shaped model on one GPU under stated assumptions (an extrapolation, not a
+measurement): time = forward-equivalents x (2 x 6.7e9 x tokens) / GPU FLOP/s, with the
+forward-equivalents of each work item taken from the largest measured point of its components curve
+and scaled to the 7B component count by that curve's fitted exponent.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/scaling.py [--quick | --full] [--png docs/scaling.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from common import build_gpt2, load_average, machine_line, make_batch  # noqa: E402
+
+from tools import attribution_patching, load_model, patching_sweep  # noqa: E402
+from tools.model import Model  # noqa: E402
+
+VOCAB = 1000
+SEQ = 16
+WORKS = ("sweep", "attribution", "matrix")
+LLAMA_7B = {"params": 6.74e9, "layers": 32, "heads": 32, "d_model": 4096}
+"""Llama-2-7B shape: 32 layers x 32 heads (1024 heads) + 32 MLPs, d_model 4096, 6.74e9 parameters."""
+
+
+@dataclass
+class Curve:
+    axis: str
+    work: str
+    xs: list[float] = field(default_factory=list)
+    ts: list[float] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    fwd: list[float] = field(default_factory=list)  # forward time at the same point (for forward-equivalents)
+
+    def exponent(self) -> float:
+        return fit_exponent(self.xs, self.ts)
+
+
+def fit_exponent(xs, ts) -> float:
+    """Slope of the least-squares line through ``(log x, log t)``: ``t ~ x^slope``.
+
+    >>> round(fit_exponent([1, 2, 4, 8], [3, 12, 48, 192]), 6)
+    2.0
+    """
+    if len(xs) < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(np.asarray(xs, float)), np.log(np.asarray(ts, float)), 1)[0])
+
+
+def flops_per_token(layers: int, d_model: int, vocab: int = VOCAB, mlp_ratio: int = 4) -> float:
+    """2 x the parameters each token's forward multiplies by (attention + MLP weights, unembedding)."""
+    return 2.0 * (layers * (4 + 2 * mlp_ratio) * d_model * d_model + d_model * vocab)
+
+
+def timed(fn: Callable[[], object], min_time: float = 0.5, most: int = 3) -> float:
+    """Median wall time, seconds: one call, repeated (up to ``most`` calls) while calls are short."""
+    ts = []
+    while len(ts) < most:
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+        if sum(ts) > min_time * most:
+            break
+    return float(np.median(ts))
+
+
+def interchange(model: Model, batch, comps) -> object:
+    """The public interchange-matrix API (evals.interchange), recomputed every call (no disk cache)."""
+    from evals.interchange import interchange_matrix
+
+    return interchange_matrix(model, batch, comps, "logit_diff", cache=False)
+
+
+def measure(model: Model, batch, works: dict[str, list]) -> tuple[dict[str, float], float]:
+    """``{work: seconds}`` for the requested works (value: the components), and the forward time."""
+    with torch.no_grad():
+        model(batch.clean_ids)  # warm-up
+        fwd = timed(lambda: model(batch.clean_ids), most=5)
+    out = {}
+    for work, comps in works.items():
+        if work == "sweep":
+            out[work] = timed(lambda c=comps: patching_sweep(model, batch, "logit_diff", components=c))
+        elif work == "attribution":
+            out[work] = timed(lambda c=comps: attribution_patching(model, batch, "logit_diff", components=c))
+        else:
+            out[work] = timed(lambda c=comps: interchange(model, batch, c))
+    return out, fwd
+
+
+def spread(items: list, n: int) -> list:
+    """``n`` items spread evenly over the list (first and last included)."""
+    if n >= len(items):
+        return list(items)
+    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)]
+
+
+def progress(msg: str) -> None:
+    print(f"  [{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run_model_axis(root: Path, shapes, sweep_max_heads: int, prompts: int, matrix_n: int) -> list[Curve]:
+    curves = {w: Curve("model size", w) for w in WORKS}
+    batch = make_batch(prompts, SEQ, VOCAB)
+    for layers, d, heads in shapes:
+        path = build_gpt2(root / f"gpt2-{layers}x{d}", n_layers=layers, n_heads=heads, d_model=d, vocab=VOCAB)
+        model = load_model(path, device="cpu")
+        hs = model.components("heads")
+        works = {"attribution": hs, "matrix": spread(hs, matrix_n)}
+        if len(hs) <= sweep_max_heads:
+            works = {"sweep": hs, **works}
+        res, fwd = measure(model, batch, works)
+        x = flops_per_token(layers, d)
+        for w, t in res.items():
+            c = curves[w]
+            c.xs.append(x), c.ts.append(t), c.fwd.append(fwd), c.labels.append(f"{layers}L x d{d} ({len(hs)} heads)")
+        progress(f"model {layers}x{d}: forward {fwd * 1e3:.0f} ms, " + ", ".join(f"{w} {t:.2f} s" for w, t in res.items()))
+        del model
+    return list(curves.values())
+
+
+def run_prompts_axis(root: Path, prompt_counts, matrix_n: int) -> list[Curve]:
+    curves = {w: Curve("prompts", w) for w in WORKS}
+    path = build_gpt2(root / "gpt2-4x256", n_layers=4, n_heads=4, d_model=256, vocab=VOCAB)
+    model = load_model(path, device="cpu")
+    hs = model.components("heads")
+    for n in prompt_counts:
+        batch = make_batch(n, SEQ, VOCAB)
+        res, fwd = measure(model, batch, {"sweep": hs, "attribution": hs, "matrix": spread(hs, matrix_n)})
+        for w, t in res.items():
+            c = curves[w]
+            c.xs.append(n), c.ts.append(t), c.fwd.append(fwd), c.labels.append(f"{n} prompts")
+        progress(f"{n} prompts: forward {fwd * 1e3:.0f} ms, " + ", ".join(f"{w} {t:.2f} s" for w, t in res.items()))
+    return list(curves.values())
+
+
+def run_components_axis(root: Path, counts, prompts: int) -> list[Curve]:
+    curves = {w: Curve("components", w) for w in WORKS}
+    path = build_gpt2(root / "gpt2-8x256", n_layers=8, n_heads=8, d_model=256, vocab=VOCAB)
+    model = load_model(path, device="cpu")
+    hs = model.components("heads")
+    batch = make_batch(prompts, SEQ, VOCAB)
+    for n in counts:
+        comps = spread(hs, n)
+        res, fwd = measure(model, batch, {"sweep": comps, "attribution": comps, "matrix": comps})
+        for w, t in res.items():
+            c = curves[w]
+            c.xs.append(n), c.ts.append(t), c.fwd.append(fwd), c.labels.append(f"{n} components")
+        progress(f"{n} components: forward {fwd * 1e3:.0f} ms, " + ", ".join(f"{w} {t:.2f} s" for w, t in res.items()))
+    return list(curves.values())
+
+
+def plot(curves: list[Curve], png: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes_names = ["model size", "prompts", "components"]
+    xlabels = {"model size": "forward FLOPs per token (GPT-2 shapes 2L x d256 -> 24L x d1024)",
+               "prompts": "prompts (16 tokens each; 4L x d256 model)",
+               "components": "components (heads; 8L x d256 model, 8 prompts)"}
+    colors = {"sweep": "tab:blue", "attribution": "tab:green", "matrix": "tab:red"}
+    fig, axs = plt.subplots(1, 3, figsize=(16, 5))
+    for ax, name in zip(axs, axes_names, strict=True):
+        for c in curves:
+            if c.axis != name or len(c.xs) < 2:
+                continue
+            xs, ts = np.asarray(c.xs), np.asarray(c.ts)
+            k = c.exponent()
+            b = np.polyfit(np.log(xs), np.log(ts), 1)[1]
+            ax.loglog(xs, ts, "o-", color=colors[c.work], label=f"{c.work}: t ∝ x^{k:.2f}")
+            ax.loglog(xs, np.exp(b) * xs ** k, ":", color=colors[c.work], alpha=0.6)
+        ax.set_xlabel(xlabels[name])
+        ax.set_ylabel("wall time (s)")
+        ax.set_title(f"cost vs {name}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+
+
+def extrapolate(curves: list[Curve], gpu_tflops: float, prompts: int, n_matrix: int) -> list[str]:
+    """The 7B Llama-shaped extrapolation, as printable lines (assumptions included)."""
+    by = {(c.axis, c.work): c for c in curves}
+    tokens = prompts * SEQ
+    fwd_gpu = 2 * LLAMA_7B["params"] * tokens / (gpu_tflops * 1e12)
+    n_heads = LLAMA_7B["layers"] * LLAMA_7B["heads"]
+    lines = [f"extrapolation to a 7B Llama-shaped model on one GPU (NOT a measurement): {prompts} prompts x "
+             f"{SEQ} tokens; assumed {gpu_tflops:g} TFLOP/s effective; one forward = 2 x "
+             f"{LLAMA_7B['params']:.3g} x {tokens} FLOPs = {fwd_gpu * 1e3:.0f} ms"]
+    n_writers = n_heads + LLAMA_7B["layers"]
+    targets = [("sweep", n_heads), ("attribution", n_heads), ("matrix", n_matrix), ("matrix", n_writers)]
+    for work, n in targets:
+        c = by.get(("components", work))
+        if c is None or not c.xs:
+            continue
+        k = c.exponent()
+        fe = c.ts[-1] / c.fwd[-1]  # forward-equivalents at the largest measured component count
+        fe_n = fe * (n / c.xs[-1]) ** k
+        t = fe_n * fwd_gpu
+        what = f"all {n} heads" if work != "matrix" else f"{n} components"
+        if n == n_writers:
+            what = f"all {n} heads and MLPs"
+        lines.append(f"  {work:11s} over {what}: {fe:.3g} forward-equivalents at {c.xs[-1]:.0f} components "
+                     f"x ({n}/{c.xs[-1]:.0f})^{k:.2f} = {fe_n:.3g} -> {fmt_s(t)}")
+    return lines
+
+
+def fmt_s(t: float) -> str:
+    if t < 1:
+        return f"{t * 1e3:.0f} ms"
+    if t < 120:
+        return f"{t:.1f} s"
+    if t < 7200:
+        return f"{t / 60:.1f} min"
+    return f"{t / 3600:.1f} h"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="small grid (about a minute): smoke test of the script")
+    g.add_argument("--full", action="store_true",
+                   help="also the exact sweep at 24 layers (384 heads), 512 prompts, 4 components")
+    ap.add_argument("--png", default="docs/scaling.png", help="where to write the plot (default docs/scaling.png)")
+    ap.add_argument("--gpu-tflops", type=float, default=400.0,
+                    help="assumed effective GPU throughput for the 7B extrapolation (default 400 TFLOP/s)")
+    ap.add_argument("--ioi-prompts", type=int, default=32, help="prompts in the extrapolated investigation")
+    ap.add_argument("--ioi-matrix", type=int, default=40, help="components in the extrapolated interchange matrix")
+    ap.add_argument("--axes", default="model,prompts,components", help="which axes to run")
+    args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    axes = {a.strip() for a in args.axes.split(",")}
+    bad = axes - {"model", "prompts", "components"}
+    if bad:
+        print(f"error: unknown axis {sorted(bad)}: use model, prompts, components", file=sys.stderr)
+        return 2
+
+    shapes = [(2, 256, 4), (4, 384, 6), (8, 512, 8), (12, 768, 12), (24, 1024, 16)]
+    prompt_counts = [8, 16, 32, 64, 128, 256]
+    comp_counts = [8, 16, 32, 64]
+    sweep_max = 144
+    if args.quick:
+        shapes, prompt_counts, comp_counts = shapes[:3], [8, 16, 32], [8, 16, 32]
+    if args.full:
+        prompt_counts, comp_counts, sweep_max = prompt_counts + [512], [4, 8, 16, 32, 64], 10**9
+    print(f"machine: {machine_line()}; seq {SEQ}, vocab {VOCAB}, float32, eager attention")
+    load0 = load_average()
+    print(f"load average before: {load0:.1f}")
+    t0 = time.perf_counter()
+    curves: list[Curve] = []
+    with tempfile.TemporaryDirectory(prefix="scaling-") as tmp:
+        root = Path(tmp)
+        if "model" in axes:
+            curves += run_model_axis(root, shapes, sweep_max, prompts=8, matrix_n=8)
+        if "prompts" in axes:
+            curves += run_prompts_axis(root, prompt_counts, matrix_n=8)
+        if "components" in axes:
+            curves += run_components_axis(root, comp_counts, prompts=8)
+    load1 = load_average()
+    wall = time.perf_counter() - t0
+
+    print(f"\n(load average {load0:.1f} before, {load1:.1f} after; {wall / 60:.1f} min in all)")
+    print("| axis | work | " + " | ".join(["point", "time", "÷ forward"]) + " |")
+    print("|---|---|---|---|---|")
+    for c in curves:
+        for lab, t, f in zip(c.labels, c.ts, c.fwd, strict=True):
+            print(f"| {c.axis} | {c.work} | {lab} | {fmt_s(t)} | {t / f:.1f} |")
+    print("\nfitted exponents (t ∝ x^k, least squares on all points):")
+    for c in curves:
+        if len(c.xs) >= 2:
+            print(f"  {c.axis:10s} {c.work:11s} k = {c.exponent():.2f}  ({len(c.xs)} points)")
+    png = Path(args.png)
+    plot(curves, png, f"interp-agent tools on CPU ({machine_line()}); load average {load0:.1f} -> {load1:.1f}")
+    print(f"\nwrote {png}")
+    if any(c.axis == "components" for c in curves):
+        print()
+        for line in extrapolate(curves, args.gpu_tflops, args.ioi_prompts, args.ioi_matrix):
+            print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
