@@ -70,8 +70,10 @@ def once(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeat: int, warmup: bool = True) -> dict[str, float]:
-    """Median wall time per entry, the entries called in turn ``repeat`` times (load drift hits all alike)."""
+def interleaved(fns: dict[str, Callable[[], object]], repeat: int, warmup: bool = True,
+                samples: bool = False) -> dict:
+    """Median wall time per entry (``samples=True``: the list of times), the entries called in turn
+    ``repeat`` times, so load drift on a shared machine hits all of them alike."""
     if warmup:
         for fn in fns.values():
             fn()
@@ -79,7 +81,7 @@ def interleaved(fns: dict[str, Callable[[], object]], repeat: int, warmup: bool 
     for _ in range(repeat):
         for k, fn in fns.items():
             times[k].append(once(fn))
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times if samples else {k: statistics.median(v) for k, v in times.items()}
 
 
 def _status(field: str) -> int:

@@ -12,12 +12,13 @@ token (``tools.metrics.logit_diff``, a plain function of the logits, handed to e
                       positions: ``metric(patched) - metric(corrupt)``, ``[12, 12]``;
 5. ``attribution`` -- attribution patching over all heads: ``sum (z_clean - z_corrupt) * dmetric/dz``.
 
-Each peer is first checked against our numbers (max abs difference printed; the script stops with exit
-code 1 if any exceeds the tolerance), then every library's version of a work item is timed in turn, in
-one process, ``--repeat`` times (median; the sweep is not warmed up separately); the table prints
-ours / peer (< 1: we are faster). Peak memory is measured afterwards in a child process (one call of each
-work item; peak resident memory above the level before the call; ``MALLOC_MMAP_THRESHOLD_`` is pinned in
-the child so freed tensors go back to the OS and the peak can be reset per call).
+Each peer is first checked against our numbers (max abs difference printed; the script exits with code 1
+if any exceeds the tolerance). That pass doubles as the warm-up and as the timing of the expensive sweep
+(one call per peer, ours called beside each peer; ``--sweep-repeat`` adds rounds). Then every library's
+version of the other work items is timed in turn, ``--repeat`` rounds, in the same process (median);
+the table prints ours / peer (< 1: we are faster). Peak memory is measured afterwards in a child process
+(one call of each work item; peak resident memory above the level before the call; ``MALLOC_MMAP_THRESHOLD_``
+is pinned in the child so freed tensors go back to the OS and the peak can be reset per call).
 
 What each library's code is (what its docs and demos show a researcher writing; see the classes below):
 
@@ -25,8 +26,8 @@ What each library's code is (what its docs and demos show a researcher writing; 
   ``HookedTransformer``): ``run_with_cache(names_filter=hook_z)`` + ``cache.stack_head_results()``;
   ``run_with_hooks`` with a ``hook_z`` hook; ``transformer_lens.patching.get_act_patch_attn_head_out_all_pos``
   (one forward per head); the attribution-patching demo's forward + backward hooks on ``hook_z``.
-- nnsight 0.8 (``TransformersModel(model_dir, task="text-generation", dispatch=True)``; ``LanguageModel`` is its deprecated
-  alias): ``model.trace`` saving ``attn.c_proj.input`` (the per-head ``z``: the docs' per-head recipe
+- nnsight 0.8 (``TransformersModel(model_dir, task="text-generation", dispatch=True)``; ``LanguageModel``
+  is its deprecated alias): ``model.trace`` saving ``attn.c_proj.input`` (the per-head ``z``: the docs' per-head recipe
   reshapes ``attn.output[0]``, which is *after* the output projection and so mixes heads -- we use the
   projection's input, which is the head's own output); in-place writes to it; one trace per patched
   head (the docs' activation-patching sweep); ``with metric.backward(): z.grad.save()``.
@@ -47,9 +48,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -290,12 +293,18 @@ def installed_peers(wanted: list[str] | None = None) -> tuple[list[type], list[s
     return ok, notes
 
 
-def agreement(ours: Ours, peer) -> dict[str, tuple[float, float]]:
-    """``{work: (max |ours - peer|, max |ours|)}`` for every work item."""
+def agreement(ours: Ours, peer, samples: dict[str, dict[str, list[float]]] | None = None
+              ) -> dict[str, tuple[float, float]]:
+    """``{work: (max |ours - peer|, max |ours|)}`` for every work item; call times go to ``samples``."""
     out = {}
     for work, meth in METHODS.items():
-        a, b = getattr(ours, meth)(), getattr(peer, meth)()
-        a, b = a.detach().float(), b.detach().float().reshape(a.shape)
+        res = {}
+        for lib in (ours, peer):
+            t0 = time.perf_counter()
+            res[lib.name] = getattr(lib, meth)()
+            if samples is not None:
+                samples.setdefault(work, {}).setdefault(lib.name, []).append(time.perf_counter() - t0)
+        a, b = res[ours.name].detach().float(), res[peer.name].detach().float().reshape(res[ours.name].shape)
         out[work] = (float((a - b).abs().max()), float(a.abs().max()))
     return out
 
@@ -317,7 +326,7 @@ def measure_memory(path: Path, args: argparse.Namespace, names: list[str]) -> di
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, __file__, "--memory-child", str(path), "--batch", str(args.batch), "--seq",
            str(args.seq), "--vocab", str(args.vocab), "--layers", str(args.layers), "--heads", str(args.heads),
-           "--d-model", str(args.d_model), "--only", ",".join(n.lower() for n in names) or "none"]
+           "--d-model", str(args.d_model), "--threads", str(args.threads), "--only", ",".join(n.lower() for n in names) or "none"]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     for line in p.stdout.splitlines():
         if line.startswith("MEMORY "):
@@ -338,20 +347,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, default=12, help="model shape (default GPT-2 small: 12 x 12 x 768)")
     ap.add_argument("--heads", type=int, default=12)
     ap.add_argument("--d-model", type=int, default=768)
-    ap.add_argument("--repeat", type=int, default=3, help="timed rounds per work item (median)")
+    ap.add_argument("--repeat", type=int, default=5, help="timed rounds per work item (median; default 5)")
+    ap.add_argument("--sweep-repeat", type=int, default=0,
+                    help="extra timed rounds of the sweep beyond the agreement pass (default 0)")
     ap.add_argument("--quick", action="store_true", help="batch 4, one timed round, no memory child")
     ap.add_argument("--only", default=None, help="comma-separated peers (transformerlens, nnsight)")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory child process")
     ap.add_argument("--model-dir", default=None, help="where to save the model (default: a temp dir)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads (0: torch's default; 1 is steadier on a loaded machine)")
     ap.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     wanted = None if args.only is None else [s.strip().lower() for s in args.only.split(",") if s.strip()]
     warnings.filterwarnings("ignore")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.memory_child:
         _memory_child(Path(args.memory_child), args, [c.name for c in installed_peers(wanted)[0]])
         return 0
     if args.quick:
-        args.batch, args.repeat, args.no_memory = 4, 1, True
+        args.batch, args.repeat, args.sweep_repeat, args.no_memory = 4, 1, 0, True
 
     peers, notes = installed_peers(wanted)
     for n in notes:
@@ -373,10 +388,12 @@ def main(argv: list[str] | None = None) -> int:
     ours = Ours(path, batch)
     libs = {"ours": ours}
     failed = False
+    load0 = load_average()
+    first: dict[str, dict[str, list[float]]] = {}
     print(f"\nagreement with ours: max |ours - peer| [max |ours|]; must be <= {REL_TOLERANCE:g} x max |ours|")
     for cls in peers:
         peer = cls(path, batch)
-        agree = agreement(ours, peer)
+        agree = agreement(ours, peer, first)
         cells = "  ".join(f"{w} {d:.1e} [{s:.2g}]" for w, (d, s) in agree.items())
         bad = [w for w, (d, s) in agree.items() if not (d <= REL_TOLERANCE * s and s > 0)]
         print(f"  {cls.name:16s} {cells}  {'OK' if not bad else 'DISAGREES: ' + ', '.join(bad)}")
@@ -389,16 +406,25 @@ def main(argv: list[str] | None = None) -> int:
         print("no peer installed: nothing to compare (pip install -e \".[peers]\")")
         return 0
 
-    load0 = load_average()
     times: dict[str, dict[str, float]] = {}
     for work, meth in METHODS.items():
         fns: dict[str, Callable[[], object]] = {name: getattr(lib, meth) for name, lib in libs.items()}
-        times[work] = interleaved(fns, args.repeat, warmup=work != "sweep")
+        if work == "sweep":  # the agreement pass timed it (ours beside each peer): add --sweep-repeat rounds
+            extra = interleaved(fns, args.sweep_repeat, warmup=False, samples=True) if args.sweep_repeat else {}
+            runs = {n: first[work][n] + extra.get(n, []) for n in libs}
+        else:  # the agreement pass was the warm-up
+            runs = interleaved(fns, args.repeat, warmup=False, samples=True)
+        times[work] = {n: statistics.median(v) for n, v in runs.items()}
+        counts = {n: len(v) for n, v in runs.items()}
+        print(f"  timed {work}: " + ", ".join(f"{n} {fmt_time(t).strip()} ({counts[n]}x)"
+                                              for n, t in times[work].items()), flush=True)
     load1 = load_average()
     mem = None if args.no_memory else measure_memory(path, args, [c.name for c in peers])
 
     names = list(libs)
-    print(f"\ntimes (median of {args.repeat}, interleaved; load average {load0:.1f} before, {load1:.1f} after)")
+    print(f"\ntimes (median; interleaved: {args.repeat} rounds after the agreement pass, the sweep timed in that "
+          f"pass{f' + {args.sweep_repeat} rounds' if args.sweep_repeat else ''}; "
+          f"load average {load0:.1f} before, {load1:.1f} after)")
     head = f"| work | {' | '.join(names)} | " + " | ".join(f"ours ÷ {n}" for n in names[1:]) + " |"
     print(head)
     print("|" + "---|" * (1 + 2 * len(names) - 1))

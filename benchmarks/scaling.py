@@ -7,7 +7,7 @@ difference at the last token:
 - **model size**: (layers, d_model, heads) = (2, 256, 4), (4, 384, 6), (8, 512, 8), (12, 768, 12)
   [GPT-2 small], (24, 1024, 16) [GPT-2 medium shape]; 8 prompts; the sweep and attribution cover every
   head, the matrix 8 fixed components. x = forward FLOPs per token (2 x parameters touched per token).
-  The exact sweep at 24 layers (384 heads) takes minutes on 2 cores: only with ``--full``.
+  The exact sweep at 24 layers (384 heads) is the longest point (minutes on 2 cores).
 - **prompts**: 8 -> 256 prompts on a 4-layer, d_model 256, 4-head model (16 heads; the matrix over 8).
 - **components**: 8 -> 64 components (heads) on an 8-layer, d_model 256, 8-head model (64 heads),
   8 prompts: the sweep and the matrix over the first n heads, attribution over them.
@@ -237,6 +237,33 @@ def extrapolate(curves: list[Curve], gpu_tflops: float, prompts: int, n_matrix: 
     return lines
 
 
+def gpt2_small_investigation(curves: list[Curve], prompts: int, n_matrix: int) -> list[str]:
+    """GPT-2-small costs for an IOI-sized investigation, from the measured GPT-2-small point of the model
+    axis (8 prompts; the matrix over 8 components) scaled by the prompts and components exponents."""
+    by = {(c.axis, c.work): c for c in curves}
+    out = []
+    est = {}
+    for work in WORKS:
+        m, p, k = by.get(("model size", work)), by.get(("prompts", work)), by.get(("components", work))
+        if m is None or p is None or not any("12L" in lab for lab in m.labels):
+            continue
+        i = next(j for j, lab in enumerate(m.labels) if "12L" in lab)
+        t = m.ts[i] * (prompts / 8) ** p.exponent()
+        note = f"{fmt_s(m.ts[i])} measured at 8 prompts x (prompts {prompts}/8)^{p.exponent():.2f}"
+        if work == "matrix" and k is not None:
+            t *= (n_matrix / 8) ** k.exponent()
+            note += f" x (components {n_matrix}/8)^{k.exponent():.2f}"
+        est[work] = t
+        what = {"sweep": "exact sweep, 144 heads", "attribution": "attribution, 144 heads",
+                "matrix": f"interchange matrix, {n_matrix} components"}[work]
+        out.append(f"  {what:40s} ~{fmt_s(t):>9s}   ({note})")
+    if est:
+        top = max(est, key=est.get)
+        out.insert(0, f"GPT-2 small, IOI-sized investigation on this CPU ({prompts} prompts x {SEQ} tokens; "
+                      f"extrapolated along the fitted curves): the {top} bounds it")
+    return out
+
+
 def fmt_s(t: float) -> str:
     if t < 1:
         return f"{t * 1e3:.0f} ms"
@@ -251,16 +278,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="small grid (about a minute): smoke test of the script")
-    g.add_argument("--full", action="store_true",
-                   help="also the exact sweep at 24 layers (384 heads), 512 prompts, 4 components")
+    g.add_argument("--full", action="store_true", help="a longer grid: also 512 prompts and 4 components")
     ap.add_argument("--png", default="docs/scaling.png", help="where to write the plot (default docs/scaling.png)")
     ap.add_argument("--gpu-tflops", type=float, default=400.0,
                     help="assumed effective GPU throughput for the 7B extrapolation (default 400 TFLOP/s)")
     ap.add_argument("--ioi-prompts", type=int, default=32, help="prompts in the extrapolated investigation")
     ap.add_argument("--ioi-matrix", type=int, default=40, help="components in the extrapolated interchange matrix")
     ap.add_argument("--axes", default="model,prompts,components", help="which axes to run")
+    ap.add_argument("--sweep-max-heads", type=int, default=None,
+                    help="skip the model-size sweep above this many heads (default: none skipped)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads (0: torch's default; 1 is steadier on a loaded machine)")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     axes = {a.strip() for a in args.axes.split(",")}
     bad = axes - {"model", "prompts", "components"}
     if bad:
@@ -270,11 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     shapes = [(2, 256, 4), (4, 384, 6), (8, 512, 8), (12, 768, 12), (24, 1024, 16)]
     prompt_counts = [8, 16, 32, 64, 128, 256]
     comp_counts = [8, 16, 32, 64]
-    sweep_max = 144
+    sweep_max = args.sweep_max_heads or 10**9
     if args.quick:
         shapes, prompt_counts, comp_counts = shapes[:3], [8, 16, 32], [8, 16, 32]
     if args.full:
-        prompt_counts, comp_counts, sweep_max = prompt_counts + [512], [4, 8, 16, 32, 64], 10**9
+        prompt_counts, comp_counts = prompt_counts + [512], [4, 8, 16, 32, 64]
     print(f"machine: {machine_line()}; seq {SEQ}, vocab {VOCAB}, float32, eager attention")
     load0 = load_average()
     print(f"load average before: {load0:.1f}")
@@ -304,6 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     png = Path(args.png)
     plot(curves, png, f"interp-agent tools on CPU ({machine_line()}); load average {load0:.1f} -> {load1:.1f}")
     print(f"\nwrote {png}")
+    if all(any(c.axis == a for c in curves) for a in ("model size", "prompts", "components")):
+        print()
+        for line in gpt2_small_investigation(curves, args.ioi_prompts, args.ioi_matrix):
+            print(line)
     if any(c.axis == "components" for c in curves):
         print()
         for line in extrapolate(curves, args.gpu_tflops, args.ioi_prompts, args.ioi_matrix):
