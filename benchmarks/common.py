@@ -63,25 +63,31 @@ def make_batch(n_prompts: int, seq: int, vocab: int, seed: int = 0) -> TaskBatch
                      wrong_ids=torch.randint(4, vocab, (n_prompts,), generator=g))
 
 
-def once(fn: Callable[[], object]) -> float:
-    """Wall time of one call, seconds."""
-    t0 = time.perf_counter()
+def once(fn: Callable[[], object]) -> tuple[float, float]:
+    """``(wall, cpu)`` seconds of one call. CPU time counts every thread of this process: on a machine
+    shared with other jobs it is the steadier measure (with one torch thread, it is the work done)."""
+    w0, c0 = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - t0
+    return time.perf_counter() - w0, time.process_time() - c0
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeat: int, warmup: bool = True,
-                samples: bool = False) -> dict:
-    """Median wall time per entry (``samples=True``: the list of times), the entries called in turn
-    ``repeat`` times, so load drift on a shared machine hits all of them alike."""
+def interleaved(fns: dict[str, Callable[[], object]], repeat: int, warmup: bool = True
+                ) -> dict[str, list[tuple[float, float]]]:
+    """``(wall, cpu)`` of each call per entry, the entries called in turn ``repeat`` times, so load drift
+    on a shared machine hits all of them alike."""
     if warmup:
         for fn in fns.values():
             fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in fns}
     for _ in range(repeat):
         for k, fn in fns.items():
             times[k].append(once(fn))
-    return times if samples else {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def medians(samples: list[tuple[float, float]]) -> tuple[float, float]:
+    """Median wall and median CPU time of ``(wall, cpu)`` samples."""
+    return statistics.median(w for w, _ in samples), statistics.median(c for _, c in samples)
 
 
 def _status(field: str) -> int:

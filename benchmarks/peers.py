@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,6 +68,7 @@ from common import (  # noqa: E402
     load_average,
     machine_line,
     make_batch,
+    medians,
     peak_rss_during,
 )
 
@@ -293,17 +293,18 @@ def installed_peers(wanted: list[str] | None = None) -> tuple[list[type], list[s
     return ok, notes
 
 
-def agreement(ours: Ours, peer, samples: dict[str, dict[str, list[float]]] | None = None
+def agreement(ours: Ours, peer, samples: dict[str, dict[str, list[tuple[float, float]]]] | None = None
               ) -> dict[str, tuple[float, float]]:
     """``{work: (max |ours - peer|, max |ours|)}`` for every work item; call times go to ``samples``."""
     out = {}
     for work, meth in METHODS.items():
         res = {}
         for lib in (ours, peer):
-            t0 = time.perf_counter()
+            w0, c0 = time.perf_counter(), time.process_time()
             res[lib.name] = getattr(lib, meth)()
             if samples is not None:
-                samples.setdefault(work, {}).setdefault(lib.name, []).append(time.perf_counter() - t0)
+                samples.setdefault(work, {}).setdefault(lib.name, []).append(
+                    (time.perf_counter() - w0, time.process_time() - c0))
         a, b = res[ours.name].detach().float(), res[peer.name].detach().float().reshape(res[ours.name].shape)
         out[work] = (float((a - b).abs().max()), float(a.abs().max()))
     return out
@@ -389,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     libs = {"ours": ours}
     failed = False
     load0 = load_average()
-    first: dict[str, dict[str, list[float]]] = {}
+    first: dict[str, dict[str, list[tuple[float, float]]]] = {}
     print(f"\nagreement with ours: max |ours - peer| [max |ours|]; must be <= {REL_TOLERANCE:g} x max |ours|")
     for cls in peers:
         peer = cls(path, batch)
@@ -406,31 +407,33 @@ def main(argv: list[str] | None = None) -> int:
         print("no peer installed: nothing to compare (pip install -e \".[peers]\")")
         return 0
 
-    times: dict[str, dict[str, float]] = {}
+    times: dict[str, dict[str, tuple[float, float]]] = {}  # work -> library -> (wall, cpu) medians
     for work, meth in METHODS.items():
         fns: dict[str, Callable[[], object]] = {name: getattr(lib, meth) for name, lib in libs.items()}
         if work == "sweep":  # the agreement pass timed it (ours beside each peer): add --sweep-repeat rounds
-            extra = interleaved(fns, args.sweep_repeat, warmup=False, samples=True) if args.sweep_repeat else {}
+            extra = interleaved(fns, args.sweep_repeat, warmup=False) if args.sweep_repeat else {}
             runs = {n: first[work][n] + extra.get(n, []) for n in libs}
         else:  # the agreement pass was the warm-up
-            runs = interleaved(fns, args.repeat, warmup=False, samples=True)
-        times[work] = {n: statistics.median(v) for n, v in runs.items()}
-        counts = {n: len(v) for n, v in runs.items()}
-        print(f"  timed {work}: " + ", ".join(f"{n} {fmt_time(t).strip()} ({counts[n]}x)"
-                                              for n, t in times[work].items()), flush=True)
+            runs = interleaved(fns, args.repeat, warmup=False)
+        times[work] = {n: medians(v) for n, v in runs.items()}
+        print(f"  timed {work}: " + ", ".join(f"{n} {fmt_time(w).strip()} wall, {fmt_time(c).strip()} cpu "
+                                              f"({len(runs[n])}x)" for n, (w, c) in times[work].items()),
+              flush=True)
     load1 = load_average()
     mem = None if args.no_memory else measure_memory(path, args, [c.name for c in peers])
 
     names = list(libs)
-    print(f"\ntimes (median; interleaved: {args.repeat} rounds after the agreement pass, the sweep timed in that "
+    print(f"\nwall times and ratios (median; interleaved: {args.repeat} rounds after the agreement pass, the sweep timed in that "
           f"pass{f' + {args.sweep_repeat} rounds' if args.sweep_repeat else ''}; "
           f"load average {load0:.1f} before, {load1:.1f} after)")
-    head = f"| work | {' | '.join(names)} | " + " | ".join(f"ours ÷ {n}" for n in names[1:]) + " |"
+    head = (f"| work | {' | '.join(names)} | " + " | ".join(f"ours ÷ {n}" for n in names[1:]) + " | "
+            + " | ".join(f"CPU time: ours ÷ {n}" for n in names[1:]) + " |")
     print(head)
-    print("|" + "---|" * (1 + 2 * len(names) - 1))
+    print("|" + "---|" * (1 + 3 * len(names) - 2))
     for work in WORK:
         t = times[work]
-        row = [fmt_time(t[n]).strip() for n in names] + [f"{t['ours'] / t[n]:.2f}" for n in names[1:]]
+        row = ([fmt_time(t[n][0]).strip() for n in names] + [f"{t['ours'][0] / t[n][0]:.2f}" for n in names[1:]]
+               + [f"{t['ours'][1] / t[n][1]:.2f}" for n in names[1:]])
         print(f"| {work} | " + " | ".join(row) + " |")
     if mem:
         print("\npeak memory above the loaded model, MiB (one call each, child process)")

@@ -40,7 +40,7 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from common import build_gpt2, load_average, machine_line, make_batch  # noqa: E402
+from common import build_gpt2, load_average, machine_line, make_batch, once  # noqa: E402
 
 from tools import attribution_patching, load_model, patching_sweep  # noqa: E402
 from tools.model import Model  # noqa: E402
@@ -81,13 +81,17 @@ def flops_per_token(layers: int, d_model: int, vocab: int = VOCAB, mlp_ratio: in
     return 2.0 * (layers * (4 + 2 * mlp_ratio) * d_model * d_model + d_model * vocab)
 
 
+CLOCK = "wall"
+"""Which time the curves use: ``wall`` or ``cpu`` (process CPU time; steadier on a shared machine with
+``--threads 1``). Set by ``--clock``."""
+
+
 def timed(fn: Callable[[], object], min_time: float = 0.5, most: int = 3) -> float:
-    """Median wall time, seconds: one call, repeated (up to ``most`` calls) while calls are short."""
+    """Median time (:data:`CLOCK`), seconds: one call, repeated (up to ``most`` calls) while calls are short."""
     ts = []
     while len(ts) < most:
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
+        wall, cpu = once(fn)
+        ts.append(cpu if CLOCK == "cpu" else wall)
         if sum(ts) > min_time * most:
             break
     return float(np.median(ts))
@@ -200,7 +204,7 @@ def plot(curves: list[Curve], png: Path, title: str) -> None:
             ax.loglog(xs, ts, "o-", color=colors[c.work], label=f"{c.work}: t ∝ x^{k:.2f}")
             ax.loglog(xs, np.exp(b) * xs ** k, ":", color=colors[c.work], alpha=0.6)
         ax.set_xlabel(xlabels[name])
-        ax.set_ylabel("wall time (s)")
+        ax.set_ylabel(f"{CLOCK} time (s)")
         ax.set_title(f"cost vs {name}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
@@ -289,7 +293,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip the model-size sweep above this many heads (default: none skipped)")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads (0: torch's default; 1 is steadier on a loaded machine)")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="time measured: wall (default) or this process's CPU time (with --threads 1 on a shared "
+                         "machine)")
     args = ap.parse_args(argv)
+    global CLOCK
+    CLOCK = args.clock
     warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -307,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         shapes, prompt_counts, comp_counts = shapes[:3], [8, 16, 32], [8, 16, 32]
     if args.full:
         prompt_counts, comp_counts = prompt_counts + [512], [4, 8, 16, 32, 64]
-    print(f"machine: {machine_line()}; seq {SEQ}, vocab {VOCAB}, float32, eager attention")
+    print(f"machine: {machine_line()}; seq {SEQ}, vocab {VOCAB}, float32, eager attention; {CLOCK} time")
     load0 = load_average()
     print(f"load average before: {load0:.1f}")
     t0 = time.perf_counter()
@@ -324,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t0
 
     print(f"\n(load average {load0:.1f} before, {load1:.1f} after; {wall / 60:.1f} min in all)")
-    print("| axis | work | " + " | ".join(["point", "time", "÷ forward"]) + " |")
+    print(f"| axis | work | point | {CLOCK} time | ÷ forward |")
     print("|---|---|---|---|---|")
     for c in curves:
         for lab, t, f in zip(c.labels, c.ts, c.fwd, strict=True):
@@ -334,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         if len(c.xs) >= 2:
             print(f"  {c.axis:10s} {c.work:11s} k = {c.exponent():.2f}  ({len(c.xs)} points)")
     png = Path(args.png)
-    plot(curves, png, f"interp-agent tools on CPU ({machine_line()}); load average {load0:.1f} -> {load1:.1f}")
+    plot(curves, png, f"interp-agent tools on CPU ({machine_line()}; {CLOCK} time); "
+                      f"load average {load0:.1f} -> {load1:.1f}")
     print(f"\nwrote {png}")
     if all(any(c.axis == a for c in curves) for a in ("model size", "prompts", "components")):
         print()

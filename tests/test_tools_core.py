@@ -149,6 +149,24 @@ def test_batched_sweep_equals_loop_of_single_patches(model: Model, batch: TaskBa
     assert any(abs(v) > 1e-4 for v in swept.values())
 
 
+def test_sweep_skips_the_blocks_before_its_edits(model: Model, batch: TaskBatch) -> None:
+    comps = [Component.parse(c) for c in ("MLP1", "L1H0", "L0H1")]  # not in layer order
+    calls = []
+    mlp0 = model.module(model.adapter.mlp, 0)
+    handle = mlp0.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        swept = patching_sweep(model, batch, logit_diff, components=comps, max_tokens=2 * batch.size * batch.seq_len)
+    finally:
+        handle.remove()
+    # source capture + unpatched target + the chunk [L0H1, L1H0]; the chunk [MLP1] skipped block 0
+    assert len(calls) == 3
+    assert list(swept) == comps  # results in the order asked
+    assert all("forward" not in model.block(i).__dict__ for i in range(model.n_layers))
+    base = float(logit_diff(model(batch.corrupt_ids), batch))
+    single = float(logit_diff(patch(model, batch, ["MLP1"]), batch)) - base
+    assert swept[Component.parse("MLP1")] == pytest.approx(single, abs=1e-5)
+
+
 def linear_tail(model: Model) -> Model:
     """A copy whose final norm is the identity and whose last MLP outputs 0: the logits are then
     exactly linear in every last-layer head, in ATTN{last} and in resid_post{last}."""

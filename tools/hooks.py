@@ -38,7 +38,7 @@ site          tensor                                                    module /
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -187,6 +187,75 @@ def hooked(model: Model, edits: list[Edit] = (), captures: list[Capture] = (),
 
 def _raise_stop(*_args):
     raise StopForward
+
+
+@contextmanager
+def block_outputs(model: Model, layers: Iterable[int]) -> Iterator[dict[int, object]]:
+    """Record what each block in ``layers`` returns, as returned (a tensor, or a tuple), for the block's duration.
+
+    >>> import torch
+    >>> from tools.tiny import tiny_config
+    >>> from transformers import AutoModelForCausalLM
+    >>> m = Model.from_hf(AutoModelForCausalLM.from_config(tiny_config("gpt2")))
+    >>> with block_outputs(m, [0]) as outs:
+    ...     _ = m(torch.tensor([[5, 6, 7]]))
+    >>> sorted(outs), sum(len(mod._forward_hooks) for mod in m.hf.modules())
+    ([0], 0)
+    """
+    outs: dict[int, object] = {}
+    handles = []
+    try:
+        for layer in set(layers):
+            handles.append(model.block(layer).register_forward_hook(
+                lambda _m, _a, out, layer=layer: outs.__setitem__(layer, out)))
+        yield outs
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def repeat_output(out: object, k: int) -> object | None:
+    """A block's recorded output stacked ``k`` times along the batch (None: a form we do not know)."""
+    if isinstance(out, torch.Tensor):
+        return out.repeat(k, *([1] * (out.dim() - 1)))
+    if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor) and all(o is None for o in out[1:]):
+        return (repeat_output(out[0], k), *out[1:])
+    return None
+
+
+@contextmanager
+def skip_blocks(model: Model, n: int, output: object) -> Iterator[None]:
+    """Blocks ``0 .. n-1`` do not run: each returns ``output`` instead (their own ``forward`` comes back after).
+
+    Only for when ``output`` is exactly what block ``n-1`` would return on this forward (e.g. its recorded
+    output on the same prompts, stacked along the batch) and nothing is edited before block ``n``: then
+    the blocks from ``n`` on see the input they would have computed, and the forward skips ``n`` blocks.
+
+    >>> import torch
+    >>> from tools.tiny import tiny_config
+    >>> from transformers import AutoModelForCausalLM
+    >>> m = Model.from_hf(AutoModelForCausalLM.from_config(tiny_config("gpt2")))
+    >>> ids = torch.tensor([[5, 6, 7]])
+    >>> with block_outputs(m, [0]) as outs:
+    ...     full = m(ids)
+    >>> with skip_blocks(m, 1, outs[0]):
+    ...     skipped = m(ids)
+    >>> torch.equal(full, skipped), "forward" in m.block(0).__dict__
+    (True, False)
+    """
+    saved = []
+    try:
+        for i in range(n):
+            blk = model.block(i)
+            saved.append((blk, blk.__dict__.get("forward")))
+            blk.forward = lambda *_args, **_kwargs: output
+        yield
+    finally:
+        for blk, own in saved:
+            if own is None:
+                del blk.forward
+            else:
+                blk.forward = own
 
 
 def _pre_hook(eds: list[Edit], caps: list[Capture]):

@@ -26,6 +26,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from typing import Literal
 
 import torch
@@ -33,7 +34,16 @@ import torch
 from tools.batch import TaskBatch
 from tools.components import Component, Kind
 from tools.errors import BatchError, ComponentError, InterventionError
-from tools.hooks import Capture, Edit, StopForward, hooked, last_site
+from tools.hooks import (
+    Capture,
+    Edit,
+    StopForward,
+    block_outputs,
+    hooked,
+    last_site,
+    repeat_output,
+    skip_blocks,
+)
 from tools.metrics import Metric, get_metric
 from tools.model import Model
 
@@ -312,8 +322,10 @@ def patching_sweep(model: Model, batch: TaskBatch, metric: str | Metric = "logit
     """Exact effect of patching each component alone: ``metric(patched) - metric(target)``.
 
     Batched: the target prompts are repeated ``k`` times along the batch and chunk ``i`` has component
-    ``i`` patched, so one forward covers ``k`` variants (``k * B * T <= max_tokens``). Equals a loop of
-    single :func:`patch` calls (tested). Components default to every head. The default ``max_tokens``
+    ``i`` patched, so one forward covers ``k`` variants (``k * B * T <= max_tokens``); components go in
+    layer order, and a forward whose edits all sit in block ``n`` or later does not run blocks ``0..n-1``
+    (their outputs are the unpatched target run's, recorded once). Equals a loop of single :func:`patch`
+    calls (tested). Components default to every head. The default ``max_tokens``
     (2048) was the sweet spot on CPU (per-variant cost rises again for very large stacked batches, and
     the logits alone are ``k * B * T * vocab`` floats).
     """
@@ -323,19 +335,31 @@ def patching_sweep(model: Model, batch: TaskBatch, metric: str | Metric = "logit
     B, T = tgt.shape
     mask = position_mask(positions, batch, model.device)
     _, store = _capture(model, src, comps, early_stop=True)
-    with torch.no_grad():
-        base = float(metric(model.hf(input_ids=tgt, use_cache=False).logits, batch))
     k = max(1, min(len(comps), max_tokens // max(1, B * T)))
+    # Chunks in layer order; a chunk whose edits all sit in block n or later skips blocks 0..n-1: they
+    # compute the same as in the unpatched target run, whose block outputs are recorded once here.
+    order = sorted(comps, key=_first_block)
+    chunks = [order[s:s + k] for s in range(0, len(order), k)]
+    skips = {_first_block(ch[0]) for ch in chunks} - {0}
+    with block_outputs(model, [n - 1 for n in skips]) as prefix, torch.no_grad():
+        base = float(metric(model.hf(input_ids=tgt, use_cache=False).logits, batch))
     out: dict[Component, float] = {}
-    for start in range(0, len(comps), k):
-        chunk = comps[start:start + k]
+    for chunk in chunks:
         edits = [_edit(model, c, (lambda v: (lambda cur: v))(_take(model, store, c)), z=True,
                        rows=slice(i * B, (i + 1) * B), mask=mask) for i, c in enumerate(chunk)]
-        with hooked(model, edits=edits), torch.no_grad():
+        n = _first_block(chunk[0])
+        stacked = repeat_output(prefix[n - 1], len(chunk)) if n > 0 else None
+        skip = skip_blocks(model, n, stacked) if stacked is not None else nullcontext()
+        with hooked(model, edits=edits), skip, torch.no_grad():
             logits = model.hf(input_ids=tgt.repeat(len(chunk), 1), use_cache=False).logits
         for i, c in enumerate(chunk):
             out[c] = float(metric(logits[i * B:(i + 1) * B], batch)) - base
-    return out
+    return {c: out[c] for c in comps}
+
+
+def _first_block(c: Component) -> int:
+    """The first block whose computation an edit on ``c`` changes (the blocks before it can be skipped)."""
+    return 0 if c.kind is Kind.EMB else c.layer
 
 
 def attribution_patching(model: Model, batch: TaskBatch, metric: str | Metric = "logit_diff", components=None,
