@@ -32,6 +32,13 @@ def machine_line() -> str:
             f"{os.cpu_count()} cpus")
 
 
+def quiet_hf() -> None:
+    """No progress bars from transformers while saving and loading the benchmark models."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def build_gpt2(path: Path, n_layers: int = 12, n_heads: int = 12, d_model: int = 768, vocab: int = 5000,
                n_positions: int = 1024, seed: int = 0) -> Path:
     """A random-init GPT-2-shaped model saved with ``save_pretrained`` (+ a word tokenizer) at ``path``.

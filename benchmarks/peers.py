@@ -70,6 +70,7 @@ from common import (  # noqa: E402
     make_batch,
     medians,
     peak_rss_during,
+    quiet_hf,
 )
 
 from tools import TaskBatch, ablate, attribution_patching, load_model, patching_sweep, run_with_cache  # noqa: E402
@@ -361,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     wanted = None if args.only is None else [s.strip().lower() for s in args.only.split(",") if s.strip()]
     warnings.filterwarnings("ignore")
+    quiet_hf()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_child:

@@ -40,7 +40,7 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from common import build_gpt2, load_average, machine_line, make_batch, once  # noqa: E402
+from common import build_gpt2, load_average, machine_line, make_batch, once, quiet_hf  # noqa: E402
 
 from tools import attribution_patching, load_model, patching_sweep  # noqa: E402
 from tools.model import Model  # noqa: E402
@@ -300,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     global CLOCK
     CLOCK = args.clock
     warnings.filterwarnings("ignore")
+    quiet_hf()
     if args.threads:
         torch.set_num_threads(args.threads)
     axes = {a.strip() for a in args.axes.split(",")}

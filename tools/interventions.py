@@ -237,11 +237,18 @@ def run_with_cache(model: Model, ids: torch.Tensor | TaskBatch,
     ids = _ids(ids, model)
     comps = _comps(model, components)
     logits, store = _capture(model, ids, comps)
-    out = {}
+    by_layer: dict[int, list[Component]] = {}
     for c in comps:
-        t = _take(model, store, c)
-        out[c] = t @ model.W_O(c.layer)[c.head].detach() if c.kind is Kind.HEAD else t
-    return logits, out
+        if c.kind is Kind.HEAD:
+            by_layer.setdefault(c.layer, []).append(c)
+    heads: dict[Component, torch.Tensor] = {}
+    for layer, hs in by_layer.items():  # one batched projection per layer: z_h @ W_O[h] for its heads
+        z = store[("z", layer)]
+        idx = torch.tensor([c.head for c in hs], device=z.device)
+        zh = z.reshape(*z.shape[:-1], model.n_heads, model.d_head)[..., idx, :]
+        proj = torch.einsum("btne,ned->nbtd", zh, model.W_O(layer).detach()[idx])
+        heads.update(zip(hs, proj, strict=True))
+    return logits, {c: heads[c] if c.kind is Kind.HEAD else _take(model, store, c) for c in comps}
 
 
 def _reference_values(model: Model, comps: list[Component], method: str, ids: torch.Tensor,
