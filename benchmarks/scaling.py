@@ -52,6 +52,12 @@ LLAMA_7B = {"params": 6.74e9, "layers": 32, "heads": 32, "d_model": 4096}
 """Llama-2-7B shape: 32 layers x 32 heads (1024 heads) + 32 MLPs, d_model 4096, 6.74e9 parameters."""
 
 
+COUNTED = {("prompts", "sweep"): 1.0, ("prompts", "attribution"): 1.0, ("prompts", "matrix"): 1.0,
+           ("components", "sweep"): 1.0, ("components", "attribution"): 0.0, ("components", "matrix"): 2.0}
+"""Exponents from counting the work: every variant is one (stacked) forward over the prompts; the sweep
+has n variants, attribution 2 forwards and a backward whatever n, the matrix O(n^2) variants."""
+
+
 @dataclass
 class Curve:
     axis: str
@@ -63,6 +69,11 @@ class Curve:
 
     def exponent(self) -> float:
         return fit_exponent(self.xs, self.ts)
+
+    def extrapolation_exponent(self) -> float:
+        """The larger of the fitted and the counted exponent (conservative: a fit over small sizes runs
+        low where fixed per-call costs, or the sweep's block skipping, still shrink the per-variant cost)."""
+        return max(self.exponent(), COUNTED.get((self.axis, self.work), float("-inf")))
 
 
 def fit_exponent(xs, ts) -> float:
@@ -222,14 +233,15 @@ def extrapolate(curves: list[Curve], gpu_tflops: float, prompts: int, n_matrix: 
     n_heads = LLAMA_7B["layers"] * LLAMA_7B["heads"]
     lines = [f"extrapolation to a 7B Llama-shaped model on one GPU (NOT a measurement): {prompts} prompts x "
              f"{SEQ} tokens; assumed {gpu_tflops:g} TFLOP/s effective; one forward = 2 x "
-             f"{LLAMA_7B['params']:.3g} x {tokens} FLOPs = {fwd_gpu * 1e3:.0f} ms"]
+             f"{LLAMA_7B['params']:.3g} x {tokens} FLOPs = {fwd_gpu * 1e3:.0f} ms; forward-equivalents from the "
+             "largest point of the components curve, scaled by max(fitted, counted) exponent"]
     n_writers = n_heads + LLAMA_7B["layers"]
     targets = [("sweep", n_heads), ("attribution", n_heads), ("matrix", n_matrix), ("matrix", n_writers)]
     for work, n in targets:
         c = by.get(("components", work))
         if c is None or not c.xs:
             continue
-        k = c.exponent()
+        k = c.extrapolation_exponent()
         fe = c.ts[-1] / c.fwd[-1]  # forward-equivalents at the largest measured component count
         fe_n = fe * (n / c.xs[-1]) ** k
         t = fe_n * fwd_gpu
@@ -252,11 +264,13 @@ def gpt2_small_investigation(curves: list[Curve], prompts: int, n_matrix: int) -
         if m is None or p is None or not any("12L" in lab for lab in m.labels):
             continue
         i = next(j for j, lab in enumerate(m.labels) if "12L" in lab)
-        t = m.ts[i] * (prompts / 8) ** p.exponent()
-        note = f"{fmt_s(m.ts[i])} measured at 8 prompts x (prompts {prompts}/8)^{p.exponent():.2f}"
+        kp = p.extrapolation_exponent()
+        t = m.ts[i] * (prompts / 8) ** kp
+        note = f"{fmt_s(m.ts[i])} measured at 8 prompts x (prompts {prompts}/8)^{kp:.2f}"
         if work == "matrix" and k is not None:
-            t *= (n_matrix / 8) ** k.exponent()
-            note += f" x (components {n_matrix}/8)^{k.exponent():.2f}"
+            kc = k.extrapolation_exponent()
+            t *= (n_matrix / 8) ** kc
+            note += f" x (components {n_matrix}/8)^{kc:.2f}"
         est[work] = t
         what = {"sweep": "exact sweep, 144 heads", "attribution": "attribution, 144 heads",
                 "matrix": f"interchange matrix, {n_matrix} components"}[work]
@@ -317,7 +331,10 @@ def main(argv: list[str] | None = None) -> int:
         shapes, prompt_counts, comp_counts = shapes[:3], [8, 16, 32], [8, 16, 32]
     if args.full:
         prompt_counts, comp_counts = prompt_counts + [512], [4, 8, 16, 32, 64]
-    print(f"machine: {machine_line()}; seq {SEQ}, vocab {VOCAB}, float32, eager attention; {CLOCK} time")
+    import evals.interchange as ic
+
+    print(f"machine: {machine_line()}; seq {SEQ}, vocab {VOCAB}, float32, eager attention; {CLOCK} time; "
+          f"interchange matrix: definition {getattr(ic, 'DEFINITION', 'v1')} (evals.interchange default)")
     load0 = load_average()
     print(f"load average before: {load0:.1f}")
     t0 = time.perf_counter()
@@ -339,10 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     for c in curves:
         for lab, t, f in zip(c.labels, c.ts, c.fwd, strict=True):
             print(f"| {c.axis} | {c.work} | {lab} | {fmt_s(t)} | {t / f:.1f} |")
-    print("\nfitted exponents (t ∝ x^k, least squares on all points):")
+    print("\nfitted exponents (t ∝ x^k, least squares on all points; counted: from the number of forwards):")
     for c in curves:
         if len(c.xs) >= 2:
-            print(f"  {c.axis:10s} {c.work:11s} k = {c.exponent():.2f}  ({len(c.xs)} points)")
+            counted = COUNTED.get((c.axis, c.work))
+            print(f"  {c.axis:10s} {c.work:11s} k = {c.exponent():.2f}  ({len(c.xs)} points)"
+                  + (f"  counted {counted:g}" if counted is not None else ""))
     png = Path(args.png)
     plot(curves, png, f"interp-agent tools on CPU ({machine_line()}; {CLOCK} time); "
                       f"load average {load0:.1f} -> {load1:.1f}")
