@@ -305,6 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--axes", default="model,prompts,components", help="which axes to run")
     ap.add_argument("--sweep-max-heads", type=int, default=None,
                     help="skip the model-size sweep above this many heads (default: none skipped)")
+    ap.add_argument("--max-layers", type=int, default=None,
+                    help="model-size axis: only the shapes with at most this many layers (default: all, up to 24)")
+    ap.add_argument("--prompt-counts", default=None,
+                    help="prompts axis points, comma-separated (default 8,16,32,64,128,256)")
+    ap.add_argument("--component-counts", default=None,
+                    help="components axis points, comma-separated (default 8,16,32,64)")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads (0: torch's default; 1 is steadier on a loaded machine)")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
@@ -331,6 +337,20 @@ def main(argv: list[str] | None = None) -> int:
         shapes, prompt_counts, comp_counts = shapes[:3], [8, 16, 32], [8, 16, 32]
     if args.full:
         prompt_counts, comp_counts = prompt_counts + [512], [4, 8, 16, 32, 64]
+    try:
+        if args.prompt_counts:
+            prompt_counts = [int(v) for v in args.prompt_counts.split(",")]
+        if args.component_counts:
+            comp_counts = [int(v) for v in args.component_counts.split(",")]
+    except ValueError:
+        print("error: --prompt-counts / --component-counts take comma-separated integers, e.g. 8,16,32",
+              file=sys.stderr)
+        return 2
+    if min(prompt_counts + comp_counts) < 1:
+        print("error: prompt and component counts must be at least 1", file=sys.stderr)
+        return 2
+    if args.max_layers is not None:
+        shapes = [s for s in shapes if s[0] <= args.max_layers]
     import evals.interchange as ic
 
     print(f"machine: {machine_line()}; seq {SEQ}, vocab {VOCAB}, float32, eager attention; {CLOCK} time; "

@@ -100,6 +100,26 @@ def test_head_outputs_sum_to_attention_output(model: Model, batch: TaskBatch) ->
     torch.testing.assert_close(total, cache[Component.resid_post(last)], atol=1e-4, rtol=0)
 
 
+def test_cache_of_some_heads_equals_their_slice_of_the_full_cache(model: Model, batch: TaskBatch) -> None:
+    # the batched per-layer projection picks the requested heads by index: any subset, in any order,
+    # gives each head exactly z_h @ W_O[h], computed here one head at a time from the `ATTN` input
+    some = [Component.parse(c) for c in ("L1H3", "L0H1", "L1H0", "ATTN0")]
+    _, part = run_with_cache(model, batch.clean_ids, some)
+    _, full = run_with_cache(model, batch.clean_ids, "all")
+    assert list(part) == some
+    for c in some:
+        torch.testing.assert_close(part[c], full[c], atol=1e-6, rtol=0)
+    z = {}
+    handle = model.module(model.adapter.o_proj, 1).register_forward_pre_hook(
+        lambda _m, args: z.__setitem__("z", args[0].detach()))
+    try:
+        model(batch.clean_ids)
+    finally:
+        handle.remove()
+    zh = z["z"].reshape(*z["z"].shape[:-1], model.n_heads, model.d_head)[..., 3, :]
+    torch.testing.assert_close(part[some[0]], zh @ model.W_O(1)[3].detach(), atol=1e-5, rtol=0)
+
+
 def test_zero_ablating_head_with_zero_WO_changes_nothing(model: Model, batch: TaskBatch) -> None:
     m = model.copy()
     with torch.no_grad():
@@ -137,7 +157,9 @@ def test_residual_space_head_edit_equals_z_space(model: Model, batch: TaskBatch)
 
 
 def test_batched_sweep_equals_loop_of_single_patches(model: Model, batch: TaskBatch) -> None:
-    comps = model.components("writers") + model.components("resid_pre")
+    # every kind, in an order that is not layer order: the sweep sorts by first edited block and skips the
+    # blocks before it, so each kind's skip is checked against a plain single patch
+    comps = model.components("resid_post")[::-1] + model.components("writers") + model.components("resid_pre")
     for positions in (None, "S2"):
         # max_tokens small: several chunks of several variants each
         swept = patching_sweep(model, batch, logit_diff, components=comps, positions=positions,
