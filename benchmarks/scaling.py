@@ -200,7 +200,9 @@ def plot(curves: list[Curve], png: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     axes_names = ["model size", "prompts", "components"]
-    xlabels = {"model size": "forward FLOPs per token (GPT-2 shapes 2L x d256 -> 24L x d1024)",
+    sized = next((c.labels for c in curves if c.axis == "model size" and c.labels), None)
+    span = f"{sized[0].split(' (')[0]} -> {sized[-1].split(' (')[0]}" if sized else "none measured"
+    xlabels = {"model size": f"forward FLOPs per token (GPT-2 shapes {span})",
                "prompts": "prompts (16 tokens each; 4L x d256 model)",
                "components": "components (heads; 8L x d256 model, 8 prompts)"}
     colors = {"sweep": "tab:blue", "attribution": "tab:green", "matrix": "tab:red"}
