@@ -1,10 +1,16 @@
 """Docker backend: the kernel runs in a container (e.g. on a GPU host), built from ``sandbox/docker/Dockerfile``.
 
 The container (see :func:`container_spec`) has no network (``network_mode="none"``), a read-only root,
-a tmpfs ``/tmp``, the workspace as its one writable volume (at ``/workspace``), no capabilities,
-``no-new-privileges``, memory / CPU / pids limits, and GPU device requests when asked. No port is
+a private size-capped tmpfs ``/tmp`` (and ``/dev/shm``), the workspace as its one writable volume (at
+``/workspace``), read-only binds of the model folders it must read, a non-root uid, no capabilities,
+``no-new-privileges``, a memory limit for the whole container (no swap), CPU and pids limits, and GPU device
+requests when asked (an engine without a GPU runtime is a clear :class:`DockerUnavailable`). No port is
 published: the kernel talks to the host over Jupyter's ``ipc`` transport, whose Unix sockets live in
 ``<workspace>/.kernel/`` and so are visible on both sides of the bind mount.
+
+The image's tag is a content hash of the project and the build settings (:mod:`sandbox.docker_image`), so
+the kernel always runs the checkout's code; a missing image is built on first use. Containers carry their
+owner's pid: one left behind by a killed host process is removed when the next docker sandbox starts.
 
 The engine is reached through ``docker.from_env()``, so ``DOCKER_HOST`` (and ``DOCKER_TLS_VERIFY``,
 ``DOCKER_CERT_PATH``) are honoured. Because the sockets go through the bind-mounted workspace, the
@@ -13,8 +19,8 @@ case), or on a machine sharing that path (e.g. NFS).
 
 Running the real thing (on a machine with an engine)::
 
-    docker build -f sandbox/docker/Dockerfile -t interp-agent-sandbox .      # or let the backend build it
-    interp-agent investigate ... --sandbox docker                             # agent side
+    python -m sandbox.docker_image                    # or let the backend build it on first use
+    interp-agent investigate ... --sandbox docker [--gpus all]
     # or from Python:
     with make_sandbox("docker", workspace="runs/x/workspace", gpus=True) as sb:
         print(sb.execute("import torch; torch.cuda.is_available()").result)
@@ -25,42 +31,53 @@ Running the real thing (on a machine with an engine)::
 ('none', True, {'/host/ws': {'bind': '/workspace', 'mode': 'rw'}})
 >>> spec["mem_limit"], spec["nano_cpus"], spec["device_requests"][0].capabilities
 (4294967296, 2000000000, [['gpu']])
+>>> container_spec("img", "/ws", ["k"], read_only_paths=["/models/m"])["volumes"]["/models/m"]
+{'bind': '/models/m', 'mode': 'ro'}
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import socket
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sandbox.base import Sandbox
 from sandbox.config import SandboxLimits, kernel_env
+from sandbox.docker_image import DOCKERFILE as DOCKERFILE  # re-exported: the image's recipe
+from sandbox.docker_image import ImageConfig, ensure_image, image_tag
 from sandbox.errors import DockerUnavailable, KernelStartError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DOCKERFILE = "sandbox/docker/Dockerfile"
-DEFAULT_IMAGE = "interp-agent-sandbox:latest"
 CONTAINER_WORKSPACE = "/workspace"
 CONTAINER_KERNEL_DIR = "/kernel"  # only used when the socket folder cannot live in the workspace
 LABEL = "interp-agent.sandbox"
+OWNER_LABEL = "interp-agent.owner"  # "<host>:<pid>:<process start time>" of the process that ran it
+NO_GPU_RUNTIME = ("could not select device driver", "unknown or invalid runtime name: nvidia")
+GPU_FIX = ("install the NVIDIA Container Toolkit on the engine's host (`nvidia-ctk runtime configure "
+           "--runtime=docker`, then restart dockerd), or run without --gpus")
 
 
 def container_spec(image: str, workspace: str | os.PathLike, command: Sequence[str], uid: int | None = None,
                    limits: SandboxLimits | None = None, gpus: bool | int | Sequence[str] = False,
                    env: dict[str, str] | None = None, kernel_dir: str | os.PathLike | None = None,
-                   name: str | None = None) -> dict[str, Any]:
+                   name: str | None = None, read_only_paths: Sequence[str | os.PathLike] = (),
+                   labels: dict[str, str] | None = None) -> dict[str, Any]:
     """Keyword arguments for ``client.containers.run(**spec)``: the whole isolation policy in one dict.
 
     ``gpus``: ``True`` for all GPUs, an int for that many, or a list of device ids.
     ``kernel_dir``: a host folder for the ipc sockets when it cannot be inside the workspace (long paths).
+    ``read_only_paths``: host folders the kernel may read, bound read-only at the same path.
     """
     import docker.types
 
     limits = limits or SandboxLimits()
-    volumes = {str(workspace): {"bind": CONTAINER_WORKSPACE, "mode": "rw"}}
+    volumes = {str(p): {"bind": str(p), "mode": "ro"} for p in read_only_paths}
+    volumes[str(workspace)] = {"bind": CONTAINER_WORKSPACE, "mode": "rw"}
     if kernel_dir is not None:
         volumes[str(kernel_dir)] = {"bind": CONTAINER_KERNEL_DIR, "mode": "rw"}
     device_requests = []
@@ -82,6 +99,7 @@ def container_spec(image: str, workspace: str | os.PathLike, command: Sequence[s
         "network_mode": "none",
         "read_only": True,
         "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={limits.tmp_mb}m"},
+        "shm_size": f"{limits.tmp_mb}m",
         "volumes": volumes,
         "working_dir": CONTAINER_WORKSPACE,
         "environment": dict(env or {}),
@@ -93,7 +111,7 @@ def container_spec(image: str, workspace: str | os.PathLike, command: Sequence[s
         "security_opt": ["no-new-privileges"],
         "ipc_mode": "private",
         "init": True,
-        "labels": {LABEL: "1"},
+        "labels": {LABEL: "1", **(labels or {})},
         "device_requests": device_requests,
     }
     if limits.cpus:
@@ -105,37 +123,97 @@ def container_spec(image: str, workspace: str | os.PathLike, command: Sequence[s
     return spec
 
 
+def _start_time(pid: int) -> str | None:
+    """A process's start time (clock ticks since boot) from ``/proc``: a pid with another start time is another process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def owner_label(pid: int | None = None) -> str:
+    """``<host>:<pid>:<start time>`` naming the process that owns a container."""
+    pid = pid or os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
+
+
+def owner_alive(label: str) -> bool:
+    """Whether the owner named by :func:`owner_label` still runs (owners on other hosts count as alive)."""
+    host, _, rest = label.partition(":")
+    pid, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    return _start_time(int(pid)) == start
+
+
+def reap_orphans(client: Any) -> list[str]:
+    """Remove this host's sandbox containers whose owner process is gone (a host killed with -9); their names."""
+    removed = []
+    for c in client.containers.list(all=True, filters={"label": LABEL}):
+        owner = (c.labels or {}).get(OWNER_LABEL)
+        if owner and not owner_alive(owner):
+            with contextlib.suppress(Exception):  # raced with another reaper, or already gone
+                c.remove(force=True)
+                removed.append(c.name)
+    return removed
+
+
 class DockerSandbox(Sandbox):
     """A kernel in a Docker container. Args as :class:`sandbox.local.LocalSandbox`, plus:
 
     Args:
-        image: image tag; built from ``sandbox/docker/Dockerfile`` when missing (``build=True``).
+        image: image tag; default the content-hash tag of :mod:`sandbox.docker_image` (its settings from the
+            ``INTERP_AGENT_DOCKER_*`` environment, or ``image_config``). Built when missing (``build=True``).
         gpus: ``True`` / a count / device ids, turned into a GPU device request.
         client: a ``docker.DockerClient`` (default ``docker.from_env()``, which honours ``DOCKER_HOST``).
+        read_only_paths: host folders bound read-only at the same path (e.g. a model folder); the host's
+            Hugging Face hub cache is added when it exists, as for the local backend.
+        uid: the container's user (default: a fresh unprivileged uid on a root host, else the caller's).
     """
 
     backend = "docker"
     poll_interval_s = 0.5  # container status is an API call: poll less often than a local process
 
     def __init__(self, workspace: str | os.PathLike, setup_code: list[str] | None = None,
-                 limits: SandboxLimits | None = None, image: str = DEFAULT_IMAGE,
+                 limits: SandboxLimits | None = None, image: str | None = None,
                  gpus: bool | int | Sequence[str] = False, client: Any = None, build: bool = True,
-                 env: dict[str, str] | None = None, uid: int | None = None) -> None:
+                 env: dict[str, str] | None = None, uid: int | None = None,
+                 read_only_paths: Sequence[str | os.PathLike] = (), image_config: ImageConfig | None = None,
+                 on_build_log: Any = None) -> None:
         super().__init__(workspace, setup_code, limits, env)
-        self.image = image
+        self.image_config = image_config or ImageConfig.from_env()
+        if image:
+            self.image_config = self.image_config.model_copy(update={"image": image})
         self.gpus = gpus
         self.build = build
+        self.on_build_log = on_build_log
         self._client = client
+        self._image: str | None = None
         self.container: Any = None
         self._last_poll = 0.0
         self._last_alive = True
+        self.read_only_paths = [str(Path(p).resolve()) for p in read_only_paths]
+        from sandbox.local import _hf_hub_cache
+
+        hub = _hf_hub_cache()
+        if hub is not None and hub not in self.read_only_paths:
+            self.read_only_paths.append(str(Path(hub).resolve()))
+            self.extra_env.setdefault("HF_HUB_CACHE", str(Path(hub).resolve()))
         if uid is None and os.geteuid() == 0:
             uid = random.randrange(1_500_000_000, 1_600_000_000)
         self.uid = uid if uid is not None else os.getuid()
 
     @property
+    def image(self) -> str:
+        """The image tag the kernel runs in (hashing the build context once)."""
+        if self._image is None:
+            self._image = image_tag(self.image_config)
+        return self._image
+
+    @property
     def isolation(self) -> str:
-        return f"docker ({self.image}, network none, read-only root)"
+        return f"docker ({self.image}, network none, read-only root, uid {self.uid})"
 
     @property
     def client(self) -> Any:
@@ -153,22 +231,11 @@ class DockerSandbox(Sandbox):
                         "or use the local backend") from e
         return self._client
 
-    def ensure_image(self) -> None:
-        """Build the image from ``sandbox/docker/Dockerfile`` unless the engine already has it."""
-        import docker.errors
-
-        try:
-            self.client.images.get(self.image)
-            return
-        except docker.errors.ImageNotFound:
-            if not self.build:
-                raise DockerUnavailable(f"image {self.image!r} is not on the engine",
-                                        fix=f"docker build -f {DOCKERFILE} -t {self.image} .") from None
-        try:
-            self.client.images.build(path=str(REPO_ROOT), dockerfile=DOCKERFILE, tag=self.image, rm=True)
-        except docker.errors.DockerException as e:
-            raise DockerUnavailable(f"building {self.image!r} failed: {e}",
-                                    fix=f"run `docker build -f {DOCKERFILE} -t {self.image} .` to see why") from e
+    def ensure_image(self) -> str:
+        """The image's tag, built from ``sandbox/docker/Dockerfile`` first when the engine lacks it."""
+        self._image = ensure_image(self.client, self.image_config.model_copy(update={"image": self.image}),
+                                   build=self.build, on_log=self.on_build_log)
+        return self._image
 
     def _prepare_workspace(self) -> None:
         if os.geteuid() == 0:
@@ -200,17 +267,27 @@ class DockerSandbox(Sandbox):
         kernel_dir = None if self._socket_dir is None or self._socket_dir.is_relative_to(self.workspace) \
             else self._socket_dir
         return container_spec(self.image, self.workspace, command, uid=self.uid, limits=self.limits,
-                              gpus=self.gpus, env=env, kernel_dir=kernel_dir)
+                              gpus=self.gpus, env=env, kernel_dir=kernel_dir, read_only_paths=self.read_only_paths,
+                              labels={OWNER_LABEL: owner_label()})
 
     def _launch(self, connection_file: Path, info: dict[str, Any]) -> None:
         import docker.errors
 
         self.ensure_image()
+        reap_orphans(self.client)
+        spec = self.spec(connection_file)
+        spec["name"] = f"interp-agent-{uuid.uuid4().hex[:12]}"
         try:
-            self.container = self.client.containers.run(**self.spec(connection_file))
+            self.container = self.client.containers.run(**spec)
         except docker.errors.DockerException as e:
-            raise KernelStartError(f"the engine refused the kernel container: {e}",
-                                   fix="check `docker info`, the image and GPU runtime (nvidia-container-toolkit)") from e
+            with contextlib.suppress(Exception):  # created but not started (e.g. no GPU runtime): remove it
+                self.client.containers.get(spec["name"]).remove(force=True)
+            why = getattr(e, "explanation", None) or str(e)
+            if self.gpus and any(m in str(e) for m in NO_GPU_RUNTIME):
+                raise DockerUnavailable(f"GPUs were requested but the Docker engine has no GPU runtime ({why})",
+                                        fix=GPU_FIX) from e
+            raise KernelStartError(f"the engine refused the kernel container: {why}",
+                                   fix="check `docker info` and the image") from e
         self._last_alive = True
         self._last_poll = 0.0
 
@@ -232,7 +309,7 @@ class DockerSandbox(Sandbox):
             return "no container"
         state = (getattr(self.container, "attrs", None) or {}).get("State", {})
         if state.get("OOMKilled"):
-            return f"the container was OOM-killed (limit {self.limits.memory_gb:g} GiB)"
+            return f"the container was OOM-killed (its memory limit, {self.limits.memory_gb:g} GiB, is for all its processes)"
         code = state.get("ExitCode")
         from sandbox.local import describe_exit
 
