@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # file stays on one worker (its module-scoped kernels start once). `make test PYTEST_ARGS=` runs serially.
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test test-docker lint demo bench clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,12 @@ lint: $(STAMP)
 
 test: lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+# The docker backend against a real engine (README "Sandbox"): DOCKER_HOST or the default socket, else (as root)
+# a private dockerd it starts and stops; builds the base and sandbox images (cached by content hash), then runs
+# the docker contract tests, the attack suite and the toy-IOI investigation on both backends.
+test-docker: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m tests.docker_harness $(if $(PYTEST_ARGS),-- $(PYTEST_ARGS))
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/interp-agent demo

@@ -326,7 +326,9 @@ class Sandbox(ABC):
         context.setsockopt(zmq.RCVHWM, _RCV_HWM)
         kc = BlockingKernelClient(context=context)
         kc.load_connection_info(dict(info, ip=host_ip))
-        kc.start_channels()
+        # No heartbeat channel: it re-creates its socket (a fresh connect through the socket file, which may be
+        # a planted link by then) after 1 s without a beat. Liveness is the backend's _alive() poll instead.
+        kc.start_channels(hb=False)
         self.kc = kc
         self._broken = None
         self._monitors = {name: getattr(kc, f"{name}_channel").socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)

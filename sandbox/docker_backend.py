@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 import socket
 import time
 import uuid
@@ -90,6 +91,9 @@ def container_spec(image: str, workspace: str | os.PathLike, command: Sequence[s
             device_requests.append(docker.types.DeviceRequest(device_ids=list(gpus), capabilities=[["gpu"]]))
     ulimits = [docker.types.Ulimit(name="fsize", soft=limits.file_size_bytes, hard=limits.file_size_bytes),
                docker.types.Ulimit(name="core", soft=0, hard=0)]
+    if not gpus:  # per process, as the local backend's RLIMIT_AS: an oversized allocation is a MemoryError in the
+        # cell (state kept), not an OOM kill; the cgroup limit caps all processes together. CUDA maps too much.
+        ulimits.append(docker.types.Ulimit(name="data", soft=limits.memory_bytes, hard=limits.memory_bytes))
     if limits.cpu_seconds:
         ulimits.append(docker.types.Ulimit(name="cpu", soft=limits.cpu_seconds, hard=limits.cpu_seconds + 10))
     spec: dict[str, Any] = {
@@ -238,13 +242,32 @@ class DockerSandbox(Sandbox):
         return self._image
 
     def _prepare_workspace(self) -> None:
+        if os.geteuid() != 0:
+            return
+        os.chown(self.workspace, self.uid, self.uid, follow_symlinks=False)
+        for root, dirs, files in os.walk(self.workspace):  # never follows links
+            for name in dirs + files:
+                os.chown(os.path.join(root, name), self.uid, self.uid, follow_symlinks=False)
+
+    def _socket_folder(self) -> Path:
+        # The container is removed whenever this runs (its processes died with it), so the checks below cannot
+        # race the kernel: a link or file planted at ".kernel" is removed, never followed.
+        cand = self.workspace / ".kernel"
+        if self._socket_dir == cand and (cand.is_symlink() or not cand.is_dir()):
+            if cand.is_symlink() or cand.is_file():
+                cand.unlink()
+            else:
+                shutil.rmtree(cand, ignore_errors=True)
+            self._socket_dir = None
+        sdir = super()._socket_folder()
         if os.geteuid() == 0:
-            os.chown(self.workspace, self.uid, self.uid, follow_symlinks=False)
+            os.chown(sdir, self.uid, self.uid, follow_symlinks=False)
+        os.chmod(sdir, 0o700)
+        return sdir
 
     def _after_connection_file(self, conn: Path) -> None:
         os.chmod(conn, 0o600)
         if os.geteuid() == 0:
-            os.chown(conn.parent, self.uid, self.uid, follow_symlinks=False)
             os.chown(conn, self.uid, self.uid, follow_symlinks=False)
 
     def _kernel_path(self, host_path: Path) -> str:
@@ -308,12 +331,26 @@ class DockerSandbox(Sandbox):
         if self.container is None:
             return "no container"
         state = (getattr(self.container, "attrs", None) or {}).get("State", {})
-        if state.get("OOMKilled"):
-            return f"the container was OOM-killed (its memory limit, {self.limits.memory_gb:g} GiB, is for all its processes)"
         code = state.get("ExitCode")
+        # OOMKilled stays set once any process of the container was OOM-killed: trust it for a SIGKILL exit only.
+        if state.get("OOMKilled") and code in (137, None):
+            return (f"the kernel was OOM-killed: the container's memory limit ({self.limits.memory_gb:g} GiB) "
+                    "is for all its processes")
         from sandbox.local import describe_exit
 
-        return describe_exit(code) if isinstance(code, int) else f"container status {self.container.status}"
+        reason = describe_exit(code) if isinstance(code, int) else f"container status {self.container.status}"
+        tail = self._log_tail()
+        return reason + (f"; last output: {tail}" if tail else "")
+
+    def _log_tail(self, n: int = 400) -> str:
+        """The end of the container's output (hostile text: bounded, undecodable bytes replaced)."""
+        try:
+            raw = self.container.logs(tail=20)
+        except Exception:  # the container is gone
+            return ""
+        if not isinstance(raw, bytes | bytearray):
+            return ""
+        return bytes(raw[-n:]).decode(errors="replace").strip().replace("\n", " | ")
 
     def _kill(self) -> None:
         container, self.container = self.container, None

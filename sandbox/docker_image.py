@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import tarfile
 import tempfile
@@ -43,6 +44,7 @@ from typing import IO, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.errors import DockerUnavailable
+from sandbox.result import strip_ansi
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = "sandbox/docker/Dockerfile"
@@ -218,12 +220,13 @@ def build_image(client: Any, cfg: ImageConfig | None = None, tag: str | None = N
                                       forcerm=True, decode=True)
             for chunk in stream:
                 if "error" in chunk:
-                    tail.append(str(chunk["error"]).strip())
+                    err = strip_ansi(str(chunk["error"])).strip()
+                    tail.append(re.sub(r"The command '.*' returned", "a RUN step returned", err, flags=re.S))
                     raise DockerUnavailable(
-                        f"building {tag} failed: {' | '.join(tail[-6:])}",
+                        f"building {tag} failed: {' | '.join(t for t in tail[-6:] if t.strip())}",
                         fix="see the build log above; behind a proxy set INTERP_AGENT_DOCKER_CA_BUNDLE and "
                             "INTERP_AGENT_DOCKER_BUILD_NETWORK=host; offline, INTERP_AGENT_DOCKER_WHEELS")
-                for line in str(chunk.get("stream", "")).splitlines():
+                for line in strip_ansi(str(chunk.get("stream", ""))).splitlines():
                     if line.strip():
                         tail = (tail + [line.rstrip()])[-20:]
                         if on_log:

@@ -33,6 +33,7 @@ from sandbox.docker_backend import (
 )
 from sandbox.docker_image import EXTRA_DIR, ImageConfig, context_files, image_tag, write_context
 from sandbox.errors import DockerUnavailable
+from tests.backends import docker_client, requires_docker
 
 
 def test_spec_isolation_policy(tmp_path):
@@ -48,7 +49,9 @@ def test_spec_isolation_policy(tmp_path):
     assert spec["user"] == "1234:1234" and "ports" not in spec
     (req,) = spec["device_requests"]
     assert req.device_ids == ["0", "2"] and req.capabilities == [["gpu"]]
-    assert {u.name for u in spec["ulimits"]} == {"fsize", "core", "cpu"}
+    assert {u.name for u in spec["ulimits"]} == {"fsize", "core", "cpu"}  # no RLIMIT_DATA when GPUs are asked
+    assert {u.name: u.hard for u in container_spec("i", tmp_path, ["k"], limits=SandboxLimits(memory_gb=3))["ulimits"]
+            }["data"] == 3 * 1024**3
     assert container_spec("i", tmp_path, ["k"])["device_requests"] == []
     assert container_spec("i", tmp_path, ["k"], gpus=True)["device_requests"][0].count == -1
 
@@ -193,6 +196,17 @@ def test_gpus_on_an_engine_without_gpu_runtime_is_a_clear_error(tmp_path):
     assert client.containers.run.call_args.kwargs["device_requests"][0].count == -1
 
 
+def test_exit_reason_trusts_oom_killed_only_for_a_sigkill_exit(tmp_path):
+    sb = DockerSandbox(tmp_path, client=mock.MagicMock(), image="x:1", uid=1000,
+                       limits=SandboxLimits(memory_gb=2))
+    sb.container = mock.MagicMock()
+    sb.container.logs.return_value = b"Traceback ...\nMemoryError\n"
+    sb.container.attrs = {"State": {"OOMKilled": True, "ExitCode": 137}}
+    assert sb._exit_reason().startswith("the kernel was OOM-killed: the container's memory limit (2 GiB)")
+    sb.container.attrs = {"State": {"OOMKilled": True, "ExitCode": 7}}  # a child was OOM-killed earlier
+    assert sb._exit_reason().startswith("exit code 7") and "last output: Traceback ... | MemoryError" in sb._exit_reason()
+
+
 def test_orphans_of_dead_owners_are_reaped(tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -282,3 +296,131 @@ def test_kernel_connects_over_ipc_through_the_workspace(tmp_path):
         assert engine._containers[0].removed and len(engine.specs) == 2
         assert sb.execute("x").result == "20"
     assert all(c.removed for c in engine._containers)
+
+
+# ---- against a real engine (make test-docker) ------------------------------------------------------------
+
+REAL_LIMITS = SandboxLimits(memory_gb=1.5, processes=64, tmp_mb=64, cpus=1.0, file_size_gb=0.05)
+# Every place the kernel might try to write, and the only ones where it may.
+WRITE_PROBES = ["/", "/etc", "/usr", "/usr/local/bin", "/opt/venv", "/opt/interp-agent/tools", "/var/tmp", "/root",
+                "/home", "/run", "/srv", "/mnt", "/workspace", "/tmp", "/dev/shm"]
+WRITABLE = {"/workspace", "/tmp", "/dev/shm"}
+PROBE_CELL = """
+import os, json
+out = {}
+for d in %r:
+    try:
+        with open(os.path.join(d, '.probe-%%d' %% os.getpid()), 'w') as f:
+            f.write('x')
+        os.remove(f.name)
+        out[d] = True
+    except OSError as e:
+        out[d] = e.strerror
+for f in ('/etc/hosts', '/etc/hostname', '/etc/resolv.conf', '/etc/passwd'):
+    try:
+        open(f, 'a').close()
+        out[f] = True
+    except OSError as e:
+        out[f] = e.strerror
+st = dict(line.split(':\\t', 1) for line in open('/proc/self/status').read().splitlines() if ':\\t' in line)
+cg = next((p for p in ('/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory/memory.limit_in_bytes') if os.path.exists(p)), None)
+_result = {'writable': out, 'uid': os.getuid(), 'gid': os.getgid(), 'cap_eff': st['CapEff'].strip(),
+           'no_new_privs': st.get('NoNewPrivs', '').strip(), 'cgroup_memory': open(cg).read().strip() if cg else None,
+           'home': os.environ['HOME'], 'cwd': os.getcwd(), 'ifaces': [n for _, n in __import__('socket').if_nameindex()]}
+"""
+
+
+@pytest.fixture(scope="module")
+def real_box(tmp_path_factory):
+    docker_client()
+    ro = tmp_path_factory.mktemp("models")
+    (ro / "weights.txt").write_text("w")
+    ro.chmod(0o755)
+    ws = tmp_path_factory.mktemp("real") / "ws"
+    with make_sandbox("docker", workspace=ws, limits=REAL_LIMITS, read_only_paths=[ro]) as sb:
+        yield sb, ro
+
+
+@requires_docker
+def test_real_container_keeps_the_isolation_promises(real_box):
+    sb, ro = real_box
+    r = sb.execute(PROBE_CELL % (WRITE_PROBES + [str(ro)]), timeout=60)
+    assert r.status == "ok", r.summary()
+    d = r.data
+    writable = {p for p, ok in d["writable"].items() if ok is True}
+    assert writable == WRITABLE, d["writable"]  # read-only root: only the workspace, /tmp and /dev/shm
+    assert d["writable"][str(ro)] == "Read-only file system"  # the model folder is bound read-only
+    assert d["uid"] == d["gid"] == sb.uid and sb.uid != 0  # a non-root uid
+    assert d["cap_eff"] == "0000000000000000" and d["no_new_privs"] == "1"
+    assert d["ifaces"] == ["lo"]  # network none
+    assert d["home"] == d["cwd"] == CONTAINER_WORKSPACE
+    assert int(d["cgroup_memory"]) == REAL_LIMITS.memory_bytes  # the limit is the container's cgroup
+    attrs = sb.container.attrs["HostConfig"]
+    assert attrs["NetworkMode"] == "none" and attrs["ReadonlyRootfs"] is True and attrs["CapDrop"] == ["ALL"]
+    assert attrs["Memory"] == attrs["MemorySwap"] == REAL_LIMITS.memory_bytes
+    assert attrs["PidsLimit"] == REAL_LIMITS.processes and attrs["NanoCpus"] == 1_000_000_000
+    assert attrs["PortBindings"] in (None, {}) and "no-new-privileges" in attrs["SecurityOpt"]
+    assert sb.isolation.startswith("docker (interp-agent-sandbox:") and f"uid {sb.uid}" in sb.isolation
+    r = sb.execute("import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=3)", timeout=30)
+    assert r.status == "error" and "unreachable" in r.error_value
+
+
+@requires_docker
+def test_real_memory_limit_is_for_the_whole_container(real_box):
+    """Two children of 0.9 GiB each under a 1.5 GiB limit: one is OOM-killed (a per-process RLIMIT_AS of
+    1.5 GiB would let both live)."""
+    sb, _ = real_box
+    r = sb.execute("import subprocess, sys\n"
+                   "hog = 'import time; b = bytearray(b\"x\" * (900 << 20)); time.sleep(4)'\n"
+                   "ps = [subprocess.Popen([sys.executable, '-c', hog]) for _ in range(2)]\n"
+                   "_result = [p.wait() for p in ps]", timeout=120)
+    if r.status == "ok":
+        assert -9 in r.data, r.data  # SIGKILL from the cgroup's OOM killer
+    else:  # the OOM killer chose the kernel itself: it was restarted
+        assert r.status == "died" and r.restarted and ("OOM" in r.error_value or "SIGKILL" in r.error_value)
+    assert sb.execute("1 + 1").result == "2"
+
+
+@requires_docker
+def test_real_outputs_results_and_restart(real_box):
+    sb, _ = real_box
+    r = sb.execute("x = 41\n_result = {'x': x + 1}\nfrom IPython.display import HTML, display\ndisplay(HTML('<b>hi</b>'))")
+    assert r.data == {"x": 42} and len(r.outputs) == 1 and r.outputs[0].path.read_text() == "<b>hi</b>"
+    first = sb.container.id
+    r = sb.execute("import os; os._exit(7)")
+    assert r.status == "died" and r.restarted and "exit code 7" in r.error_value
+    assert sb.container.id != first and sb.execute("'x' in dir()").result == "False"  # a fresh container
+    r = sb.execute("while True:\n    pass", timeout=2)
+    assert r.status == "timeout" and sb.execute("1 + 1").result == "2"
+
+
+@requires_docker
+def test_real_container_removed_on_shutdown_and_orphans_reaped(tmp_path):
+    client = docker_client()
+    code = ("import os, sys, time\nfrom sandbox import make_sandbox\n"
+            f"sb = make_sandbox('docker', workspace={str(tmp_path / 'orphan')!r}).start()\n"
+            "print(sb.container.name, flush=True)\ntime.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=str(docker_image.REPO_ROOT))
+    try:
+        name = proc.stdout.readline().strip()
+        assert name.startswith("interp-agent-") and client.containers.get(name).status == "running"
+    finally:
+        proc.kill()  # the owner dies without shutting its sandbox down
+        proc.wait()
+    assert client.containers.get(name).status == "running"  # left behind...
+    with make_sandbox("docker", workspace=tmp_path / "next") as sb:  # ...until the next docker sandbox starts
+        mine = sb.container.name
+        names = {c.name for c in client.containers.list(all=True)}
+        assert name not in names and mine in names
+    assert mine not in {c.name for c in client.containers.list(all=True)}  # shutdown removes its container
+
+
+@requires_docker
+def test_real_gpu_request_without_runtime(tmp_path):
+    client = docker_client()
+    if "nvidia" in (client.info().get("Runtimes") or {}):
+        pytest.skip("this engine has an nvidia runtime: the no-GPU error path cannot be exercised here")
+    before = {c.id for c in client.containers.list(all=True)}
+    with pytest.raises(DockerUnavailable, match="no GPU runtime.*NVIDIA Container Toolkit"):
+        make_sandbox("docker", workspace=tmp_path / "ws", gpus=True).start()
+    assert {c.id for c in client.containers.list(all=True)} == before  # nothing left behind

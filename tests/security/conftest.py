@@ -22,8 +22,9 @@ import pytest
 
 from sandbox import SandboxLimits, make_sandbox
 from sandbox import local as local_mod
+from tests.backends import selected_backends
 
-BACKENDS = [b.strip() for b in os.environ.get("INTERP_AGENT_TEST_BACKENDS", "local").split(",") if b.strip()]
+BACKENDS = selected_backends()  # INTERP_AGENT_TEST_BACKENDS, checked (tests/backends.py)
 SECRET = f"sk-ant-canary-{uuid.uuid4().hex}"
 LIMITS = SandboxLimits(memory_gb=3, file_size_gb=0.1, processes=128, tmp_mb=64, flood_chars=2_000_000,
                        output_chars=10_000, output_file_bytes=1 << 20, output_files=8, interrupt_grace_s=2.0)
@@ -72,14 +73,14 @@ def backend(request) -> str:
 
 class BoxFactory:
     """``make_box(ws=None, limits=LIMITS, read_only_paths=(), **options)``: a sandbox (not started) of the
-    backend under test; ``read_only_paths`` only applies to ``local``."""
+    backend under test (docker binds ``read_only_paths`` read-only at the same path in the container)."""
 
     def __init__(self, backend: str, tmp_path_factory) -> None:
         self.backend, self._tmp = backend, tmp_path_factory
 
     def __call__(self, ws: Path | None = None, limits: SandboxLimits = LIMITS, read_only_paths=(), **opts):
         ws = ws or self._tmp.mktemp(f"box-{self.backend}") / "workspace"
-        if self.backend == "local" and read_only_paths:
+        if read_only_paths:
             opts["read_only_paths"] = list(read_only_paths)
         return make_sandbox(self.backend, workspace=ws, limits=limits, **opts)
 
