@@ -1,6 +1,10 @@
 """Sandbox speed: kernel start, trivial-cell round trip, a 1 MB array summary, torch import and restart.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/sandbox_bench.py [--unsafe-no-isolation] [--repeats 50]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/sandbox_bench.py [--backend local|docker] [--unsafe-no-isolation]
+        [--repeats 50]
+
+``--backend docker`` needs an engine and the image (``python -m sandbox.docker_image``; ``make test-docker``
+prints the settings to export).
 
 Targets (issue 5): start < 3 s without a model; trivial round trip < 20 ms. Prints one table and the
 ratios to those targets (below 1.0 means the target is met).
@@ -19,14 +23,15 @@ from sandbox import make_sandbox
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--unsafe-no-isolation", action="store_true", help="benchmark the unisolated kernel")
+    ap.add_argument("--backend", choices=["local", "docker"], default="local")
+    ap.add_argument("--unsafe-no-isolation", action="store_true", help="benchmark the unisolated kernel (local)")
     ap.add_argument("--repeats", type=int, default=50)
     args = ap.parse_args()
     ws = Path(tempfile.mkdtemp(prefix="sbx-bench-")) / "workspace"
 
     starts = []
     for i in range(3):
-        sb = make_sandbox(workspace=ws, unsafe_no_isolation=args.unsafe_no_isolation)
+        sb = make_sandbox(args.backend, workspace=ws, unsafe_no_isolation=args.unsafe_no_isolation)
         t = time.perf_counter()
         sb.start()
         starts.append(time.perf_counter() - t)
