@@ -3,15 +3,16 @@
 >>> RunConfig(question="q?").planner in (Planner.OFFLINE, Planner.CLAUDE)
 True
 >>> RunConfig(question="q?", planner="offline").kernel.model_dump(mode="json")
-{'model': None, 'sandbox': 'local', 'unsafe_no_isolation': False}
+{'model': None, 'sandbox': 'local', 'unsafe_no_isolation': False, 'gpus': None}
 """
 
 from __future__ import annotations
 
 import os
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent.budget import Budget
 
@@ -41,6 +42,34 @@ def default_planner() -> Planner:
     return Planner.CLAUDE if os.environ.get("ANTHROPIC_API_KEY") else Planner.OFFLINE
 
 
+def parse_gpus(gpus: str | None) -> bool | int | list[str]:
+    """``--gpus`` as the sandbox takes it: ``all`` → True, ``2`` → 2, ``0,2`` → ["0", "2"], None → False.
+
+    >>> parse_gpus("all"), parse_gpus("2"), parse_gpus("0,2"), parse_gpus(None)
+    (True, 2, ['0', '2'], False)
+    >>> parse_gpus("two")
+    Traceback (most recent call last):
+    ...
+    ValueError: cannot read --gpus 'two': pass all, a count (2) or device ids (0,1)
+    """
+    if not gpus:
+        return False
+    g = gpus.strip().lower()
+    if g == "all":
+        return True
+    if g.isdigit() and int(g) >= 1:
+        return int(g)
+    ids = [i.strip() for i in g.split(",") if i.strip()]
+    if "," not in g or not ids or not all(i.isdigit() or i.startswith("gpu-") for i in ids):
+        raise ValueError(f"cannot read --gpus {gpus!r}: pass all, a count (2) or device ids (0,1)")
+    return ids
+
+
+def _check_gpus(v: str | None) -> str | None:
+    parse_gpus(v)
+    return v
+
+
 class KernelOptions(BaseModel):
     """What a sandbox factory needs to start a run's kernel."""
 
@@ -50,6 +79,24 @@ class KernelOptions(BaseModel):
     """The model reference (its folder is bound read-only into the sandbox when it is a local path)."""
     sandbox: SandboxKind = SandboxKind.LOCAL
     unsafe_no_isolation: bool = False
+    gpus: str | None = None
+    """GPUs for the kernel (``all``, a count, or ids ``0,1``): docker asks the engine for them (a device
+    request); local binds ``/dev/nvidia*``."""
+
+    _gpus = field_validator("gpus")(_check_gpus)
+
+    @classmethod
+    def logged(cls, started: Any, **override: Any) -> KernelOptions:
+        """The options a logged run's kernel had (its ``run_started`` event), with ``override`` applied; runs
+        logged before the sandbox or GPUs were recorded get the defaults."""
+        run = ((getattr(started, "config", None) or {}).get("run") or {}) if started is not None else {}
+        kw: dict[str, Any] = {"model": getattr(started, "model", None)}
+        if run.get("sandbox") in {k.value for k in SandboxKind}:
+            kw["sandbox"] = run["sandbox"]
+        if run.get("gpus"):
+            kw["gpus"] = run["gpus"]
+        kw.update({k: v for k, v in override.items() if v is not None})
+        return cls(**kw)
 
 
 def logged_config(run: dict) -> dict:
@@ -93,6 +140,8 @@ class RunConfig(BaseModel):
     """Prompts in the main batch and in the held-out batch."""
     seed: int = 0
     sandbox: SandboxKind = SandboxKind.LOCAL
+    gpus: str | None = None
+    """GPUs for the kernel: ``all``, a count, or device ids ``0,1`` (see :class:`KernelOptions`)."""
     unsafe_no_isolation: bool = False
     threshold: float = Field(0.1, ge=0)
     """Localisation keeps components whose |effect| ≥ threshold × the clean − corrupt gap."""
@@ -109,4 +158,7 @@ class RunConfig(BaseModel):
     @property
     def kernel(self) -> KernelOptions:
         """The options the sandbox factory gets."""
-        return KernelOptions(model=self.model, sandbox=self.sandbox, unsafe_no_isolation=self.unsafe_no_isolation)
+        return KernelOptions(model=self.model, sandbox=self.sandbox, unsafe_no_isolation=self.unsafe_no_isolation,
+                             gpus=self.gpus)
+
+    _gpus = field_validator("gpus")(_check_gpus)

@@ -31,11 +31,12 @@ False
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.config import KernelOptions, SandboxKind
+from agent.config import KernelOptions, SandboxKind, parse_gpus
 from tools.errors import InterpAgentError
 from tools.experiments import ModelCheck
 
@@ -178,6 +179,12 @@ def check_model_readable(model: str | None) -> None:
                           "save_pretrained writes weights as 0600)", fix=f"chmod -R a+rX {d}")
 
 
+def _build_progress(line: str) -> None:
+    """Docker image build output on stderr, one line per Dockerfile step (a first build takes minutes)."""
+    if line.startswith("Step "):
+        print(f"building the sandbox image: {line[:120]}", file=sys.stderr, flush=True)
+
+
 def make_kernel(workspace: Path, setup: list[str], options: KernelOptions) -> Any:
     """A sandbox (not started) that runs ``setup`` and can read the model's files, as a run's kernel does."""
     from sandbox import make_sandbox
@@ -186,8 +193,15 @@ def make_kernel(workspace: Path, setup: list[str], options: KernelOptions) -> An
         check_model_readable(options.model)
     opts: dict[str, Any] = {}
     ro = model_read_paths(options.model)
-    if ro and options.sandbox == SandboxKind.LOCAL:
+    if ro:  # local: bound read-only; docker: bound read-only at the same path in the container
         opts["read_only_paths"] = ro
+    gpus = parse_gpus(options.gpus)
+    if options.sandbox == SandboxKind.DOCKER:
+        opts["on_build_log"] = _build_progress
+        if gpus:
+            opts["gpus"] = gpus
+    elif gpus:
+        opts["gpu"] = True
     return make_sandbox(backend=str(options.sandbox), workspace=workspace, setup_code=setup,
                         unsafe_no_isolation=options.unsafe_no_isolation, **opts)
 

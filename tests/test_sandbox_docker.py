@@ -424,3 +424,32 @@ def test_real_gpu_request_without_runtime(tmp_path):
     with pytest.raises(DockerUnavailable, match="no GPU runtime.*NVIDIA Container Toolkit"):
         make_sandbox("docker", workspace=tmp_path / "ws", gpus=True).start()
     assert {c.id for c in client.containers.list(all=True)} == before  # nothing left behind
+
+
+# ---- the agent side: --sandbox docker, --gpus, replay on the run's backend ---------------------------------
+
+
+def test_make_kernel_passes_model_binds_and_gpus_to_docker(tmp_path):
+    from agent.config import KernelOptions
+    from agent.kernel import make_kernel
+
+    model = tmp_path / "my-model"
+    model.mkdir()
+    sb = make_kernel(tmp_path / "ws", ["x = 1"], KernelOptions(model=str(model), sandbox="docker", gpus="0,1"))
+    assert isinstance(sb, DockerSandbox) and sb.gpus == ["0", "1"] and str(model) in sb.read_only_paths
+    assert sb.on_build_log is not None  # a first build reports its steps on stderr
+    with pytest.raises(ValueError, match="cannot read --gpus"):
+        KernelOptions(sandbox="docker", gpus="two")
+
+
+def test_replay_and_reports_use_the_logged_backend():
+    from types import SimpleNamespace
+
+    from agent.config import KernelOptions, SandboxKind
+
+    started = SimpleNamespace(model="toy-ioi", config={"run": {"sandbox": "docker", "gpus": "all"}})
+    k = KernelOptions.logged(started, unsafe_no_isolation=False)
+    assert (k.model, k.sandbox, k.gpus) == ("toy-ioi", SandboxKind.DOCKER, "all")
+    assert KernelOptions.logged(started, sandbox="local").sandbox == SandboxKind.LOCAL  # replay --sandbox local
+    old = SimpleNamespace(model="toy-ioi", config={"setup_cells": []})  # logged before runs recorded a sandbox
+    assert KernelOptions.logged(old).sandbox == SandboxKind.LOCAL and KernelOptions.logged(old).gpus is None

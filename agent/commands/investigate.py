@@ -165,7 +165,8 @@ def register(app: typer.Typer) -> None:
         max_wall_s: Annotated[float | None, typer.Option("--max-wall-s", help="Active seconds over the run.")] = None,
         prompts: Annotated[int, typer.Option("--prompts", min=2, help="Prompts in the main and in the held-out batch.")] = 32,
         out: Annotated[str | None, typer.Option("--out", help="Directory for runs (default: $INTERP_AGENT_HOME/runs).")] = None,
-        sandbox: Annotated[SandboxKind, typer.Option("--sandbox", help="Where the kernel runs.")] = SandboxKind.LOCAL,
+        sandbox: Annotated[SandboxKind, typer.Option("--sandbox", help="Where the kernel runs (docker: a container; README \"Docker backend\").")] = SandboxKind.LOCAL,
+        gpus: Annotated[str | None, typer.Option("--gpus", help="GPUs for the kernel: all, a count, or ids 0,1 (docker: a device request).")] = None,
         unsafe_no_isolation: Annotated[bool, typer.Option("--unsafe-no-isolation", help="Run the kernel without isolation when none is available (logged).")] = False,
         seed: Annotated[int, typer.Option("--seed", help="Seed for prompts and resampling.")] = 0,
         threshold: Annotated[float, typer.Option("--threshold", min=0.0, help="Localisation keeps |effect| >= this fraction of the clean-corrupt gap.")] = 0.1,
@@ -186,7 +187,7 @@ def register(app: typer.Typer) -> None:
                         planner=planner or (Planner.REPLAY if replay_from else default_planner()), replay_from=replay_from,
                         llm_model=llm_model, llm_max_tokens=llm_max_tokens, llm_stream=stream, budget=budget,
                         n_prompts=prompts, seed=seed, sandbox=sandbox,
-                        unsafe_no_isolation=unsafe_no_isolation, out=out, threshold=threshold,
+                        gpus=gpus, unsafe_no_isolation=unsafe_no_isolation, out=out, threshold=threshold,
                         max_components=max_components, grounding_check=grounding_check)
         print_outcome(run_with_view(start_run, cfg=cfg))
 

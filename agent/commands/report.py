@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from agent.config import SandboxKind
 from agent.paths import resolve_run
 
 
@@ -27,6 +28,8 @@ def register(app: typer.Typer) -> None:
         out: Annotated[str | None, typer.Option("--out", help="Runs folder (default $INTERP_AGENT_HOME/runs).")] = None,
         unsafe_no_isolation: Annotated[bool, typer.Option(
             "--unsafe-no-isolation", help="Run the cells in an unisolated kernel (only if the sandbox cannot isolate).")] = False,
+        sandbox: Annotated[SandboxKind | None, typer.Option(
+            "--sandbox", help="Backend that re-executes the cells (default: the run's).")] = None,
     ) -> None:
         """Replay a logged run: --verify re-computes every number; --planner-replay re-runs the agent."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -53,9 +56,10 @@ def register(app: typer.Typer) -> None:
             if progress is not None:
                 with progress:
                     task_id = progress.add_task("", total=None)
-                    rep = rp.verify(run_dir, on_cell=on_cell, unsafe_no_isolation=unsafe_no_isolation or None)
+                    rep = rp.verify(run_dir, on_cell=on_cell, unsafe_no_isolation=unsafe_no_isolation or None,
+                                    backend=sandbox)
             else:
-                rep = rp.verify(run_dir, unsafe_no_isolation=unsafe_no_isolation or None)
+                rep = rp.verify(run_dir, unsafe_no_isolation=unsafe_no_isolation or None, backend=sandbox)
             result["verify"] = {**rep.model_dump(), "ok": rep.ok, "ratio": rep.ratio}
             failed |= not rep.ok
             if not STATE.json:

@@ -10,7 +10,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from agent.config import KernelOptions
 from agent.kernel import SandboxFactory, default_sandbox_factory
 from agent.report.figures import figures_from_data
 from agent.report.model import Figure, RunSummary
@@ -41,7 +40,7 @@ def recompute_attention(s: RunSummary, max_heads: int = 4, sandbox_factory: Sand
     ws = Path(tempfile.mkdtemp(prefix="report-attn-"))
     sb = None
     try:
-        sb = factory(ws, s.setup_cells, KernelOptions(model=s.model))
+        sb = factory(ws, s.setup_cells, s.kernel)
         res = sb.execute(attention_cell(heads), timeout=300)
     finally:
         if sb is not None:

@@ -148,11 +148,12 @@ def logged_unsafe(started: Any) -> bool:
 def verify(run_dir: str | Path, *, sandbox_factory: SandboxFactory | None = None,
            unsafe_no_isolation: bool | None = None, timeout_s: float | None = None,
            on_cell: Callable[[int, int, CellRecord], None] | None = None,
-           rtol: float = RTOL, atol: float = ATOL) -> VerifyReport:
+           rtol: float = RTOL, atol: float = ATOL, backend: str | None = None) -> VerifyReport:
     """Re-execute every logged code cell of ``run_dir`` in a fresh sandbox and compare (see module doc).
 
-    ``unsafe_no_isolation`` defaults to what the original run used (its ``isolation`` field). ``on_cell``
-    is called as ``on_cell(i, n, cell)`` after each cell (for a progress bar).
+    ``unsafe_no_isolation`` defaults to what the original run used (its ``isolation`` field), ``backend``
+    to the run's sandbox backend (``local`` / ``docker``: name the other to check that both compute the same
+    numbers). ``on_cell`` is called as ``on_cell(i, n, cell)`` after each cell (for a progress bar).
     """
     run_dir = Path(run_dir)
     events = load_events(run_dir)
@@ -169,7 +170,7 @@ def verify(run_dir: str | Path, *, sandbox_factory: SandboxFactory | None = None
     t0 = time.perf_counter()
     sb = None
     try:
-        sb = factory(workspace, setup, KernelOptions(model=started.model, unsafe_no_isolation=unsafe))
+        sb = factory(workspace, setup, KernelOptions.logged(started, unsafe_no_isolation=unsafe, sandbox=backend))
         report.setup_s = time.perf_counter() - t0
         for i, cell in enumerate(view.cells):
             try:

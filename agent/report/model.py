@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from agent.config import KernelOptions
 from agent.view import CellRecord, RunUsage
 
 
@@ -140,6 +141,8 @@ class RunSummary(BaseModel):
     started: str | None = None
     circuit: list[str] = Field(default_factory=list)
     setup_cells: list[str] = Field(default_factory=list)
+    kernel: KernelOptions = Field(default_factory=KernelOptions)
+    """The run's kernel options (model, sandbox backend, GPUs): figures re-computed for the report use them."""
     cells: list[CellRecord] = Field(default_factory=list)
     components: list[ComponentRow] = Field(default_factory=list)
     clusters: list[Cluster] = Field(default_factory=list)

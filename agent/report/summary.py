@@ -36,6 +36,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from agent.config import KernelOptions
 from agent.report.figures import figures_from_data
 from agent.report.interchange_figure import interchange_figure
 from agent.report.model import (
@@ -162,6 +163,7 @@ def build_summary(run_dir: str | Path, view: RunView | None = None, figures: boo
         s.started = start.ts.isoformat(timespec="seconds") if start.ts else None
         s.circuit = list(start.circuit or [])
         s.setup_cells = v.setup_cells()
+        s.kernel = KernelOptions.logged(start)
     else:
         s.notes.append("The log has no run_started event: question, model and seed are unknown.")
     s.status = v.finished.status if v.finished else "running (no run_finished event)"
