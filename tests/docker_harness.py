@@ -351,14 +351,12 @@ def sandbox_image(client, ours: bool) -> str:
 
         docker_image.build_image(client, cfg, tag, on_log=on_log)
     say(f"sandbox image: built in {time.monotonic() - t0:.0f} s (log {log_path})")
-    if ours:  # our engine only: drop older sandbox images and dangling layers
+    if ours:  # our engine only: drop older sandbox images (the build stages stay: they are the build cache)
         for img in client.images.list(name=docker_image.IMAGE_REPO):
             if tag not in img.tags:
                 for t in img.tags:
                     with contextlib.suppress(Exception):
                         client.images.remove(t)
-        with contextlib.suppress(Exception):
-            client.images.prune(filters={"dangling": True})
     return tag
 
 
