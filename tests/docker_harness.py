@@ -91,8 +91,13 @@ def can_run() -> tuple[bool, str]:
     if os.geteuid() != 0:
         return False, ("no Docker engine answers (DOCKER_HOST unset or unreachable, no /var/run/docker.sock) "
                        "and only root can start a private one")
-    if not shutil.which("dockerd") and not shutil.which("apt-get"):
-        return False, "no Docker engine answers, dockerd is not installed and there is no apt-get to install it"
+    if not shutil.which("dockerd"):
+        known = shutil.which("apt-cache") and subprocess.run(["apt-cache", "show", "docker.io"],
+                                                             capture_output=True).returncode == 0
+        if not known:
+            return False, ("no Docker engine answers, dockerd is not installed and apt knows no docker.io package "
+                           "to install")
+        return True, "a private dockerd started for the run (root; docker.io installed with apt first)"
     return True, "a private dockerd started for the run (root)"
 
 

@@ -17,6 +17,9 @@ def test_check_says_why_it_cannot_run(monkeypatch, capsys):
     monkeypatch.setattr(h.shutil, "which", lambda name: "/usr/bin/" + name)
     assert h.main(["--check"]) == 0
     assert "a private dockerd" in capsys.readouterr().out
+    monkeypatch.setattr(h.shutil, "which", lambda name: None)  # no dockerd, no apt
+    assert h.main(["--check"]) == 3
+    assert "dockerd is not installed" in capsys.readouterr().out
     monkeypatch.setattr(h, "reachable", lambda host=None: True)
     monkeypatch.setenv("DOCKER_HOST", "unix:///run/x.sock")
     assert h.main(["--check"]) == 0 and "unix:///run/x.sock" in capsys.readouterr().out
