@@ -42,6 +42,7 @@ import os
 import random
 import shutil
 import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -52,10 +53,16 @@ from sandbox.base import Sandbox
 from sandbox.config import SandboxLimits, kernel_env
 from sandbox.docker_image import DOCKERFILE as DOCKERFILE  # re-exported: the image's recipe
 from sandbox.docker_image import ImageConfig, ensure_image, image_tag
-from sandbox.errors import DockerUnavailable, KernelStartError
+from sandbox.errors import DockerUnavailable, KernelStartError, SandboxError
+from sandbox.hostio import chown_tree
 
 CONTAINER_WORKSPACE = "/workspace"
 CONTAINER_KERNEL_DIR = "/kernel"  # only used when the socket folder cannot live in the workspace
+CONTAINER_CONNECTION_FILE = "/run/interp-agent/connection.json"  # a read-only bind of a host-private file
+CONTAINER_START_DIR = "/run/interp-agent"  # the kernel's cwd until the setup cells have run
+KERNEL_LAUNCH = ("import os, sys\nfrom sandbox.seccomp import install\ninstall()\n"
+                 "os.execv(sys.executable, [sys.executable, '-P', '-s', '-m', 'ipykernel_launcher', *sys.argv[1:]])")
+"""The container's command: ``python -c KERNEL_LAUNCH <ipykernel args>`` (seccomp filter, then ipykernel)."""
 LABEL = "interp-agent.sandbox"
 OWNER_LABEL = "interp-agent.owner"  # "<host>:<pid>:<process start time>" of the process that ran it
 NO_GPU_RUNTIME = ("could not select device driver", "unknown or invalid runtime name: nvidia")
@@ -67,12 +74,14 @@ def container_spec(image: str, workspace: str | os.PathLike, command: Sequence[s
                    limits: SandboxLimits | None = None, gpus: bool | int | Sequence[str] = False,
                    env: dict[str, str] | None = None, kernel_dir: str | os.PathLike | None = None,
                    name: str | None = None, read_only_paths: Sequence[str | os.PathLike] = (),
-                   labels: dict[str, str] | None = None) -> dict[str, Any]:
+                   labels: dict[str, str] | None = None,
+                   connection_file: str | os.PathLike | None = None) -> dict[str, Any]:
     """Keyword arguments for ``client.containers.run(**spec)``: the whole isolation policy in one dict.
 
     ``gpus``: ``True`` for all GPUs, an int for that many, or a list of device ids.
     ``kernel_dir``: a host folder for the ipc sockets when it cannot be inside the workspace (long paths).
     ``read_only_paths``: host folders the kernel may read, bound read-only at the same path.
+    ``connection_file``: the host-private connection file, bound read-only at ``/run/interp-agent/``.
     """
     import docker.types
 
@@ -81,6 +90,8 @@ def container_spec(image: str, workspace: str | os.PathLike, command: Sequence[s
     volumes[str(workspace)] = {"bind": CONTAINER_WORKSPACE, "mode": "rw"}
     if kernel_dir is not None:
         volumes[str(kernel_dir)] = {"bind": CONTAINER_KERNEL_DIR, "mode": "rw"}
+    if connection_file is not None:
+        volumes[str(connection_file)] = {"bind": CONTAINER_CONNECTION_FILE, "mode": "ro"}
     device_requests = []
     if gpus:
         if isinstance(gpus, bool):
@@ -105,7 +116,7 @@ def container_spec(image: str, workspace: str | os.PathLike, command: Sequence[s
         "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={limits.tmp_mb}m"},
         "shm_size": f"{limits.tmp_mb}m",
         "volumes": volumes,
-        "working_dir": CONTAINER_WORKSPACE,
+        "working_dir": CONTAINER_START_DIR,  # read-only and empty of the kernel's files: nothing planted runs
         "environment": dict(env or {}),
         "mem_limit": limits.memory_bytes,
         "memswap_limit": limits.memory_bytes,
@@ -171,8 +182,8 @@ class DockerSandbox(Sandbox):
             ``INTERP_AGENT_DOCKER_*`` environment, or ``image_config``). Built when missing (``build=True``).
         gpus: ``True`` / a count / device ids, turned into a GPU device request.
         client: a ``docker.DockerClient`` (default ``docker.from_env()``, which honours ``DOCKER_HOST``).
-        read_only_paths: host folders bound read-only at the same path (e.g. a model folder); the host's
-            Hugging Face hub cache is added when it exists, as for the local backend.
+        read_only_paths: host folders bound read-only at the same path: exact model / tokenizer folders;
+            home folders, the Hugging Face home and tokens are refused, as by the local backend.
         uid: the container's user (default: a fresh unprivileged uid on a root host, else the caller's).
     """
 
@@ -194,16 +205,22 @@ class DockerSandbox(Sandbox):
         self.on_build_log = on_build_log
         self._client = client
         self._image: str | None = None
+        self._conn_dir: Path | None = None
         self.container: Any = None
         self._last_poll = 0.0
         self._last_alive = True
-        self.read_only_paths = [str(Path(p).resolve()) for p in read_only_paths]
-        from sandbox.local import _hf_hub_cache
+        from sandbox.local import forbidden_bind, hf_home
 
-        hub = _hf_hub_cache()
-        if hub is not None and hub not in self.read_only_paths:
-            self.read_only_paths.append(str(Path(hub).resolve()))
-            self.extra_env.setdefault("HF_HUB_CACHE", str(Path(hub).resolve()))
+        self.read_only_paths = [str(Path(p).resolve()) for p in read_only_paths]
+        for p in self.read_only_paths:  # the same refusals as the local backend
+            why = forbidden_bind(p)
+            if why:
+                raise SandboxError(f"refusing to show {p} to the kernel: it is {why}",
+                                   fix="pass the exact model or tokenizer folder (e.g. .../hub/models--org--name)")
+        # Hub names resolve under the host's hub cache path; only the models bound in read_only_paths are there.
+        hub = os.environ.get("HF_HUB_CACHE") or str(Path(hf_home()) / "hub")
+        if os.path.isdir(hub):
+            self.extra_env.setdefault("HF_HUB_CACHE", hub)
         if uid is None and os.geteuid() == 0:
             uid = random.randrange(1_500_000_000, 1_600_000_000)
         self.uid = uid if uid is not None else os.getuid()
@@ -242,33 +259,30 @@ class DockerSandbox(Sandbox):
         return self._image
 
     def _prepare_workspace(self) -> None:
-        if os.geteuid() != 0:
-            return
-        os.chown(self.workspace, self.uid, self.uid, follow_symlinks=False)
-        for root, dirs, files in os.walk(self.workspace):  # never follows links
-            for name in dirs + files:
-                os.chown(os.path.join(root, name), self.uid, self.uid, follow_symlinks=False)
+        if os.geteuid() == 0:
+            chown_tree(self.workspace, self.uid, self.uid)
 
     def _socket_folder(self) -> Path:
-        # The container is removed whenever this runs (its processes died with it), so the checks below cannot
-        # race the kernel: a link or file planted at ".kernel" is removed, never followed.
-        cand = self.workspace / ".kernel"
-        if self._socket_dir == cand and (cand.is_symlink() or not cand.is_dir()):
-            if cand.is_symlink() or cand.is_file():
-                cand.unlink()
-            else:
-                shutil.rmtree(cand, ignore_errors=True)
-            self._socket_dir = None
-        sdir = super()._socket_folder()
+        sdir = super()._socket_folder()  # rebuilt from scratch (the container, with every kernel process, is gone)
         if os.geteuid() == 0:
             os.chown(sdir, self.uid, self.uid, follow_symlinks=False)
-        os.chmod(sdir, 0o700)
         return sdir
 
+    def _connection_file(self, sdir: Path) -> Path:
+        if self._conn_dir is None:  # host-private (0700); the container sees a read-only bind of the file
+            self._conn_dir = Path(tempfile.mkdtemp(prefix="iak-conn-"))
+        return self._conn_dir / "connection.json"
+
     def _after_connection_file(self, conn: Path) -> None:
-        os.chmod(conn, 0o600)
+        os.chmod(conn, 0o400)
         if os.geteuid() == 0:
             os.chown(conn, self.uid, self.uid, follow_symlinks=False)
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        if self._conn_dir is not None:
+            shutil.rmtree(self._conn_dir, ignore_errors=True)
+            self._conn_dir = None
 
     def _kernel_path(self, host_path: Path) -> str:
         host_path = Path(host_path)
@@ -285,13 +299,16 @@ class DockerSandbox(Sandbox):
         """The container spec for this sandbox (see :func:`container_spec`)."""
         env = kernel_env(CONTAINER_WORKSPACE, extra=self.extra_env)
         env.pop("PATH", None)  # the image's PATH, not the host's
-        command = ["python", "-m", "ipykernel_launcher", "-f", self._kernel_path(connection_file),
+        # -P: the start folder is not on sys.path; -s: no user site-packages (HOME is the workspace). The kernel
+        # starts in a read-only folder and enters the workspace after the setup cells (Sandbox._boot). It loads
+        # the local backend's seccomp filter onto itself first (KERNEL_LAUNCH), on top of the engine's profile.
+        command = ["python", "-P", "-s", "-c", KERNEL_LAUNCH, "-f", CONTAINER_CONNECTION_FILE,
                    "--HistoryManager.hist_file=:memory:"]
         kernel_dir = None if self._socket_dir is None or self._socket_dir.is_relative_to(self.workspace) \
             else self._socket_dir
         return container_spec(self.image, self.workspace, command, uid=self.uid, limits=self.limits,
                               gpus=self.gpus, env=env, kernel_dir=kernel_dir, read_only_paths=self.read_only_paths,
-                              labels={OWNER_LABEL: owner_label()})
+                              labels={OWNER_LABEL: owner_label()}, connection_file=connection_file)
 
     def _launch(self, connection_file: Path, info: dict[str, Any]) -> None:
         import docker.errors

@@ -1,4 +1,6 @@
-"""Local backend only: the seccomp filter bubblewrap installs on the kernel (``bwrap --seccomp FD``).
+"""The seccomp filter of the kernel: bubblewrap installs it (``bwrap --seccomp FD``, local backend); the docker
+backend's kernel loads it onto itself (:func:`install`) before it becomes ipykernel, on top of the engine's
+own seccomp profile (which lets ``io_uring`` and ``ptrace`` through).
 
 A deny-list of system calls a Jupyter kernel running PyTorch never needs and that widen what a hostile
 cell can reach: the kernel keyrings (``keyctl``, ``add_key``, ``request_key``: keys of the host's login
@@ -50,9 +52,7 @@ class SeccompUnavailable(RuntimeError):
     """libseccomp (or its Python binding) is missing."""
 
 
-@functools.lru_cache(maxsize=1)
-def filter_bpf() -> bytes:
-    """The compiled BPF program (raises :class:`SeccompUnavailable` without libseccomp)."""
+def _build_filter():
     try:
         import pyseccomp as sc
     except (ImportError, OSError, RuntimeError) as e:
@@ -68,6 +68,18 @@ def filter_bpf() -> bytes:
         f.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
     f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
     f.add_rule(eperm, "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, TIOCSTI))
+    return f
+
+
+def install() -> None:
+    """Load the filter onto this process and its future children (sets ``no_new_privs``); irreversible."""
+    _build_filter().load()
+
+
+@functools.lru_cache(maxsize=1)
+def filter_bpf() -> bytes:
+    """The compiled BPF program (raises :class:`SeccompUnavailable` without libseccomp)."""
+    f = _build_filter()
     r, w = os.pipe()
     try:
         with os.fdopen(w, "wb", closefd=True) as out:

@@ -22,8 +22,10 @@ import pytest
 from sandbox import SandboxLimits, docker_image, make_sandbox
 from sandbox import local as local_mod
 from sandbox.docker_backend import (
+    CONTAINER_CONNECTION_FILE,
     CONTAINER_WORKSPACE,
     DOCKERFILE,
+    KERNEL_LAUNCH,
     LABEL,
     OWNER_LABEL,
     DockerSandbox,
@@ -32,7 +34,7 @@ from sandbox.docker_backend import (
     reap_orphans,
 )
 from sandbox.docker_image import EXTRA_DIR, ImageConfig, context_files, image_tag, write_context
-from sandbox.errors import DockerUnavailable
+from sandbox.errors import DockerUnavailable, SandboxError
 from tests.backends import docker_client, requires_docker
 
 
@@ -60,9 +62,14 @@ def test_sandbox_spec_uses_container_paths_and_clean_env(tmp_path, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-canary")
     sb = DockerSandbox(tmp_path / "ws", client=mock.MagicMock(), uid=1000)
     sb.workspace.mkdir()
-    conn = sb._socket_folder() / "connection.json"
+    sb._socket_folder()
+    conn = sb._connection_file(sb._socket_dir)
+    assert not conn.is_relative_to(sb.workspace)  # host-private: the kernel cannot rewrite it
     spec = sb.spec(conn)
-    assert spec["command"][-2] == "/workspace/.kernel/connection.json"
+    assert spec["command"][:5] == ["python", "-P", "-s", "-c", KERNEL_LAUNCH] and "install()" in KERNEL_LAUNCH
+    assert spec["command"][-3:] == ["-f", CONTAINER_CONNECTION_FILE, "--HistoryManager.hist_file=:memory:"]
+    assert spec["volumes"][str(conn)] == {"bind": CONTAINER_CONNECTION_FILE, "mode": "ro"}
+    assert spec["working_dir"] == "/run/interp-agent"  # not the workspace: nothing planted there runs at start
     assert spec["environment"]["HOME"] == CONTAINER_WORKSPACE
     assert "ANTHROPIC_API_KEY" not in spec["environment"] and "PATH" not in spec["environment"]
     assert sb.isolation.startswith("docker")
@@ -266,14 +273,14 @@ class _FakeEngine:
                 argv += ["--symlink", os.readlink(path), path]
             elif os.path.isdir(path) and top not in ("proc", "dev", "tmp", "sys"):
                 argv += ["--ro-bind", path, path]
-        argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+        argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/run", "--dir", "/run/interp-agent"]
         # The image would carry python and the project; here they are the host's. A checkout (and its
         # .venv) under /tmp, as in a CI clone there, is hidden by the tmpfs: bind it back read-only.
         for keep in {os.path.realpath(sys.prefix), str(Path(__file__).resolve().parents[1])}:
             if keep.startswith("/tmp/"):
                 argv += ["--ro-bind", keep, keep]
         for host, v in spec["volumes"].items():
-            argv += ["--bind", host, v["bind"]]
+            argv += ["--ro-bind" if v["mode"] == "ro" else "--bind", host, v["bind"]]
         argv += ["--unshare-net", "--unshare-pid", "--die-with-parent", "--chdir", spec["working_dir"], "--"]
         command = [sys.executable if spec["command"][0] == "python" else spec["command"][0], *spec["command"][1:]]
         env = dict(spec["environment"], PATH=os.environ.get("PATH", "/usr/bin:/bin"))
@@ -290,7 +297,7 @@ def test_kernel_connects_over_ipc_through_the_workspace(tmp_path):
     with make_sandbox("docker", workspace=ws, client=engine, setup_code=["x = 20"], uid=0) as sb:
         r = sb.execute("import os; x + 1, os.getcwd()")
         assert r.result == "(21, '/workspace')"
-        assert {p.name[:2] for p in (ws / ".kernel").iterdir()} >= {"k-", "co"}  # sockets live in the workspace
+        assert {p.name[:2] for p in (ws / ".kernel").iterdir()} == {"k-"}  # sockets live in the workspace
         r = sb.execute("import os; os._exit(5)")
         assert r.status == "died" and r.restarted and "exit code 5" in r.error_value
         assert engine._containers[0].removed and len(engine.specs) == 2
@@ -453,3 +460,12 @@ def test_replay_and_reports_use_the_logged_backend():
     assert KernelOptions.logged(started, sandbox="local").sandbox == SandboxKind.LOCAL  # replay --sandbox local
     old = SimpleNamespace(model="toy-ioi", config={"setup_cells": []})  # logged before runs recorded a sandbox
     assert KernelOptions.logged(old).sandbox == SandboxKind.LOCAL and KernelOptions.logged(old).gpus is None
+
+
+def test_credential_folders_are_refused_as_read_only_paths(tmp_path, monkeypatch):
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    monkeypatch.setenv("HF_HOME", str(hf))
+    for bad in (Path.home(), hf, hf / "token", Path("/")):
+        with pytest.raises(SandboxError, match="refusing to show"):
+            DockerSandbox(tmp_path / "ws", client=mock.MagicMock(), image="x:1", read_only_paths=[bad])
