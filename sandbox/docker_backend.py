@@ -53,7 +53,7 @@ from sandbox.base import Sandbox
 from sandbox.config import SandboxLimits, kernel_env
 from sandbox.docker_image import DOCKERFILE as DOCKERFILE  # re-exported: the image's recipe
 from sandbox.docker_image import ImageConfig, ensure_image, image_tag
-from sandbox.errors import DockerUnavailable, KernelStartError, SandboxError
+from sandbox.errors import DockerUnavailable, KernelStartError
 from sandbox.hostio import chown_tree
 
 CONTAINER_WORKSPACE = "/workspace"
@@ -209,18 +209,9 @@ class DockerSandbox(Sandbox):
         self.container: Any = None
         self._last_poll = 0.0
         self._last_alive = True
-        from sandbox.local import forbidden_bind, hf_home
+        from sandbox.local import checked_read_only_paths
 
-        self.read_only_paths = [str(Path(p).resolve()) for p in read_only_paths]
-        for p in self.read_only_paths:  # the same refusals as the local backend
-            why = forbidden_bind(p)
-            if why:
-                raise SandboxError(f"refusing to show {p} to the kernel: it is {why}",
-                                   fix="pass the exact model or tokenizer folder (e.g. .../hub/models--org--name)")
-        # Hub names resolve under the host's hub cache path; only the models bound in read_only_paths are there.
-        hub = os.environ.get("HF_HUB_CACHE") or str(Path(hf_home()) / "hub")
-        if os.path.isdir(hub):
-            self.extra_env.setdefault("HF_HUB_CACHE", hub)
+        self.read_only_paths = checked_read_only_paths([Path(p).resolve() for p in read_only_paths], self.extra_env)
         if uid is None and os.geteuid() == 0:
             uid = random.randrange(1_500_000_000, 1_600_000_000)
         self.uid = uid if uid is not None else os.getuid()

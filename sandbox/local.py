@@ -126,6 +126,21 @@ def hf_home() -> str:
     return str(Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface").expanduser().resolve())
 
 
+def checked_read_only_paths(paths: Sequence[str | os.PathLike], extra_env: dict[str, str]) -> list[str]:
+    """``paths`` as strings, refusing any :func:`forbidden_bind` names (both backends). Hub names resolve under
+    the host's hub cache path (set in ``extra_env``); only the models bound in ``paths`` are there."""
+    out = [str(p) for p in paths]
+    for p in out:
+        why = forbidden_bind(p)
+        if why:
+            raise SandboxError(f"refusing to show {p} to the kernel: it is {why}",
+                               fix="pass the exact model or tokenizer folder (e.g. .../hub/models--org--name)")
+    hub = os.environ.get("HF_HUB_CACHE") or str(Path(hf_home()) / "hub")
+    if os.path.isdir(hub):
+        extra_env.setdefault("HF_HUB_CACHE", hub)
+    return out
+
+
 def forbidden_bind(path: str) -> str | None:
     """Why ``path`` must never be bound into the kernel, or ``None``: the root, a home folder or a folder
     above one, the Hugging Face home or a folder above it, or a token file.
@@ -308,16 +323,7 @@ class LocalSandbox(Sandbox):
                  env: dict[str, str] | None = None, python: str | None = None) -> None:
         super().__init__(workspace, setup_code, limits, env)
         self.unsafe = unsafe_no_isolation
-        self.read_only_paths = [str(p) for p in read_only_paths]
-        for p in self.read_only_paths:
-            why = forbidden_bind(p)
-            if why:
-                raise SandboxError(f"refusing to show {p} to the kernel: it is {why}",
-                                   fix="pass the exact model or tokenizer folder (e.g. .../hub/models--org--name)")
-        # Hub names resolve under the host's hub cache; only the models bound in read_only_paths are there.
-        hub = os.environ.get("HF_HUB_CACHE") or str(Path(hf_home()) / "hub")
-        if os.path.isdir(hub):
-            self.extra_env.setdefault("HF_HUB_CACHE", hub)
+        self.read_only_paths = checked_read_only_paths(read_only_paths, self.extra_env)
         self.gpu = gpu
         self.python = python or sys.executable
         self._proc: subprocess.Popen | None = None

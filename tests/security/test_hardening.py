@@ -122,16 +122,18 @@ def test_item02_hf_token_beside_the_hub_cache_is_never_bound(tmp_path, monkeypat
         assert r.status == "error" and SECRET not in r.summary(10_000)
 
 
-@needs_local
-def test_item02_item03_credential_folders_are_refused_as_read_only_paths(tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["local", "docker"])  # refused before any kernel or engine is reached
+def test_item02_item03_credential_folders_are_refused_as_read_only_paths(tmp_path, monkeypatch, kind):
     from sandbox import SandboxError, make_sandbox
 
+    if kind == "local" and local_mod.isolation_problem() is not None:
+        pytest.skip(f"no bubblewrap here: {local_mod.isolation_problem()}")
     hf = tmp_path / "hf"
     hf.mkdir()
     monkeypatch.setenv("HF_HOME", str(hf))
     for bad in (Path.home(), hf, hf / "token", Path("/")):
         with pytest.raises(SandboxError, match="refusing to show"):
-            make_sandbox(workspace=tmp_path / "ws", read_only_paths=[bad])
+            make_sandbox(kind, workspace=tmp_path / "ws", read_only_paths=[bad])
 
 
 # ---- 3. the home folder ----------------------------------------------------------------------------------
