@@ -349,6 +349,21 @@ def test_infinite_output(sb):
     alive(sb)
 
 
+def test_fast_print_loop_keeps_the_connection(make_box):
+    """ipykernel batches stdout every 0.2 s, however large; the bootstrap's stream cap flushes past 1 MiB so no
+    batch outgrows message_bytes (2 MiB here) and breaks the connection. Checks the kernel's own ipykernel
+    (the docker image's, too) takes the hook, on the second cell as on the first (IPython re-binds write)."""
+    small = LIMITS.model_copy(update={"message_bytes": 2 << 20, "output_file_bytes": 1024, "result_bytes": 1024,
+                                      "flood_chars": 200_000_000})
+    with make_box(limits=small, setup_code=["import sys"]) as box:
+        for _ in range(2):
+            r = run(box, "line = 'x' * 1000 + '\\n'\nfor _ in range(30_000):\n    sys.stdout.write(line)\n"
+                         "_result = type(sys.stdout)._sandbox_capped", timeout=120)
+            assert (r.status, r.data, r.restarted) == ("ok", True, False), r.summary()
+            assert r.truncated and len(r.stdout) < small.output_chars + 200
+        alive(box)
+
+
 def test_ignores_sigint_never_returns(sb):
     r = run(sb, "signal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass", timeout=1.5)
     assert r.status == "timeout" and r.restarted
