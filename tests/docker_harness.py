@@ -220,6 +220,12 @@ def engine() -> Iterator[tuple[str | None, bool]]:
         yield eng.host, True
     finally:
         t0 = time.monotonic()
+        if eng.proc is not None and reachable(eng.host):  # an interrupted run's containers: their pytest is gone
+            from sandbox.docker_backend import reap_orphans
+
+            with contextlib.suppress(Exception):
+                if removed := reap_orphans(_client(eng.host, timeout=60)):
+                    say(f"removed {len(removed)} sandbox container(s) an interrupted test left")
         eng.stop()
         say(f"engine stopped and cleaned up in {time.monotonic() - t0:.1f} s")
 
@@ -374,7 +380,14 @@ def run_tests(extra: list[str]) -> int:
     cmd = [PY, "-m", "pytest", *TEST_GROUPS.values(), "-p", "no:cacheprovider", "-rs",
            f"--junitxml={junit}", *extra]
     say("tests: " + " ".join(cmd[3:]))
-    rc = subprocess.run(cmd, cwd=REPO, env=env).returncode
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env)
+    try:
+        rc = proc.wait()
+    except BaseException:  # interrupted (SIGTERM from a CI timeout): pytest gone (so its containers are orphans
+        proc.kill()        # the engine's cleanup removes), and no junit folder left behind
+        proc.wait()
+        shutil.rmtree(junit.parent, ignore_errors=True)
+        raise
     counts = {g: {"passed": 0, "skipped": 0, "failed": 0} for g in TEST_GROUPS}
     if junit.exists():
         for case in ET.parse(junit).getroot().iter("testcase"):
