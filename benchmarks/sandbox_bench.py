@@ -13,6 +13,7 @@ ratios to those targets (below 1.0 means the target is met).
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import time
@@ -67,6 +68,7 @@ def main() -> None:
         restart = time.perf_counter() - t
     finally:
         sb.shutdown()
+        shutil.rmtree(ws.parent, ignore_errors=True)
 
     start_med = statistics.median(starts)
     trip = statistics.median(trivial)
