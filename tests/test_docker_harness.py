@@ -44,10 +44,13 @@ def test_mounts_under_deepest_first(monkeypatch, tmp_path):
 
 def test_pids_mentioning_finds_our_children(tmp_path):
     token = str(tmp_path / "marker")
-    p = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(30)", token])
+    p = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(30)", token],
+                         stdout=subprocess.PIPE, text=True)
     try:
+        assert p.stdout.readline() == "up\n"  # exec'd: before that its cmdline is still pytest's (a loaded machine)
         assert p.pid in h._pids_mentioning(token)
     finally:
         p.kill()
         p.wait()
+        p.stdout.close()
     assert p.pid not in h._pids_mentioning(token)
