@@ -35,7 +35,7 @@ test: lint
 # a private dockerd it starts and stops; builds the base and sandbox images (cached by content hash), then runs
 # the docker contract tests, the attack suite and the toy-IOI investigation on both backends.
 test-docker: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m tests.docker_harness $(if $(PYTEST_ARGS),-- $(PYTEST_ARGS))
+	HF_HUB_OFFLINE=1 $(PY) -m tests.docker_harness $(if $(DOCKER_PYTEST_ARGS),-- $(DOCKER_PYTEST_ARGS))
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/interp-agent demo
