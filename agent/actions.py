@@ -187,13 +187,22 @@ class AttributionSweep(_Experiment):
     prompts: PromptSet = "main"
     zero_ablation: bool = Field(False, description="Also zero-ablate each component (one forward each) and report "
                                                   "'ablation_frac': catches features constant across prompts.")
+    ablation_method: Literal["exact", "attribution"] = Field(
+        "exact", description="How the zero ablation is measured: exactly, or by its gradient estimate.")
+    components: ComponentList | None = Field(None, description="Sweep only these components (default: all of kind).")
 
     def comment(self) -> str:
-        return f"{self.method} patching sweep over {self.kind} on the {self.prompts} prompts"
+        what = f"{len(self.components)} components" if self.components is not None else self.kind
+        return f"{self.method} patching sweep over {what} on the {self.prompts} prompts"
 
     def arguments(self) -> str:
+        extra: dict[str, Any] = {}
+        if self.components is not None:
+            extra["components"] = self.components
+        if self.ablation_method != "exact":
+            extra["ablation_method"] = self.ablation_method
         return _args(_Raw(_batch(self.prompts)), kind=self.kind, method=self.method, top_k=self.top_k,
-                     zero_ablation=self.zero_ablation)
+                     zero_ablation=self.zero_ablation, **extra)
 
 
 class RedundancyCheck(_Experiment):
@@ -207,6 +216,11 @@ class RedundancyCheck(_Experiment):
     threshold: float = Field(0.10, ge=0, description="A pair is kept when its joint effect >= this fraction of the gap")
     synergy: float = Field(2.0, ge=1, description="... and >= synergy x the sum of its members' |single effects|.")
     method: Literal["mean", "zero"] = "mean"
+    max_groups: int | None = Field(None, ge=0, description="Examine at most this many layers' groups (those whose "
+                                                          "joint effect reaches the threshold, largest first).")
+    max_candidates: int | None = Field(None, ge=2, description="Test pairs among at most this many heads of a "
+                                                              "flagged group (those restoring most of it).")
+    layers: list[int] | None = Field(None, description="Only these layers' groups (default: every layer).")
     prompts: PromptSet = "main"
 
     def comment(self) -> str:
@@ -214,8 +228,10 @@ class RedundancyCheck(_Experiment):
                 f"{','.join(self.exclude) or 'none'}, on the {self.prompts} prompts")
 
     def arguments(self) -> str:
+        extra = {k: v for k, v in (("max_groups", self.max_groups), ("max_candidates", self.max_candidates),
+                                   ("layers", self.layers)) if v is not None}
         return _args(_Raw(_batch(self.prompts)), exclude=self.exclude, threshold=self.threshold,
-                     synergy=self.synergy, method=self.method)
+                     synergy=self.synergy, method=self.method, **extra)
 
 
 class Attention(_Experiment):

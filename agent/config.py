@@ -3,7 +3,7 @@
 >>> RunConfig(question="q?").planner in (Planner.OFFLINE, Planner.CLAUDE)
 True
 >>> RunConfig(question="q?", planner="offline").kernel.model_dump(mode="json")
-{'model': None, 'sandbox': 'local', 'unsafe_no_isolation': False, 'gpus': None}
+{'model': None, 'sandbox': 'local', 'unsafe_no_isolation': False, 'gpus': None, 'device': 'cpu'}
 """
 
 from __future__ import annotations
@@ -35,6 +35,17 @@ class SandboxKind(StrEnum):
     """A local Jupyter kernel isolated by bubblewrap."""
     DOCKER = "docker"
     """A kernel in a Docker container."""
+
+
+class DType(StrEnum):
+    """The dtype the model's weights are loaded in (``--dtype``)."""
+
+    FLOAT32 = "float32"
+    """Full precision (the default; what every zoo number was measured in)."""
+    BFLOAT16 = "bfloat16"
+    """Half the memory; for large models on accelerators (CPUs run it too, usually slower)."""
+    FLOAT16 = "float16"
+    """Half precision (accelerators only in practice)."""
 
 
 def default_planner() -> Planner:
@@ -83,6 +94,10 @@ class KernelOptions(BaseModel):
     """GPUs for the kernel (``all``, a count, or ids ``0,1``): docker asks the engine for them (a device
     request); local binds ``/dev/nvidia*``."""
 
+    device: str = "cpu"
+    """Where the kernel puts the model (``cpu``, ``cuda``, ``cuda:1``); a CUDA device with no ``gpus`` given
+    exposes all GPUs to the sandbox (see :attr:`RunConfig.kernel`)."""
+
     _gpus = field_validator("gpus")(_check_gpus)
 
     @classmethod
@@ -95,6 +110,10 @@ class KernelOptions(BaseModel):
             kw["sandbox"] = run["sandbox"]
         if run.get("gpus"):
             kw["gpus"] = run["gpus"]
+        if isinstance(run.get("device"), str) and run["device"]:
+            kw["device"] = run["device"]
+            if run["device"].startswith("cuda") and not run.get("gpus"):
+                kw["gpus"] = "all"
         kw.update({k: v for k, v in override.items() if v is not None})
         return cls(**kw)
 
@@ -146,9 +165,15 @@ class RunConfig(BaseModel):
     threshold: float = Field(0.1, ge=0)
     """Localisation keeps components whose |effect| ≥ threshold × the clean − corrupt gap."""
     max_components: int = Field(8, ge=1)
-    cell_timeout_s: float = Field(120.0, gt=0)
-    kernel_threads: int | None = Field(1, ge=1)
-    """torch threads in the kernel (1 is fastest for small models on shared CPUs; None: torch default)."""
+    cell_timeout_s: float | None = Field(None, gt=0)
+    """Wall-clock limit of one kernel cell, seconds (None: chosen from the model's size when the run starts, see
+    :func:`agent.kernel.resolve_resources`; the chosen value is what the log records)."""
+    kernel_threads: int | None = Field(None, ge=1)
+    """torch threads in the kernel (None: chosen from the model's size and the machine when the run starts)."""
+    device: str | None = None
+    """``cpu``, ``cuda`` or ``cuda:N`` (None: ``cuda`` when this machine has one, else ``cpu``)."""
+    dtype: DType = DType.FLOAT32
+    """The dtype the model is loaded in."""
     grounding_check: bool = True
     """Send a ``conclude_component`` that fails the grounding check (:mod:`evals.grounding`) back to the planner
     once (off: record every conclusion as it is; the grounding scores count it either way). A run logged
@@ -159,6 +184,7 @@ class RunConfig(BaseModel):
     def kernel(self) -> KernelOptions:
         """The options the sandbox factory gets."""
         return KernelOptions(model=self.model, sandbox=self.sandbox, unsafe_no_isolation=self.unsafe_no_isolation,
-                             gpus=self.gpus)
+                             gpus=self.gpus or ("all" if (self.device or "cpu").startswith("cuda") else None),
+                             device=self.device or "cpu")
 
     _gpus = field_validator("gpus")(_check_gpus)

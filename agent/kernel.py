@@ -30,11 +30,15 @@ False
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 from agent.config import KernelOptions, SandboxKind, parse_gpus
 from tools.errors import InterpAgentError
@@ -50,15 +54,19 @@ SandboxFactory = Callable[[Path, list[str], KernelOptions], Any]
 
 
 def setup_cells(model_ref: str, task_name: str | None, n_prompts: int, seed: int, threads: int | None = 1,
-                spec_json: str | None = None) -> list[str]:
+                spec_json: str | None = None, device: str | None = None, dtype: str = "float32") -> list[str]:
     """The kernel's setup cells: imports, the model, the task and its main / held-out batches, helpers.
 
     ``task_name``: a built-in task or a spec file (embedded); ``spec_json``: a spec as JSON text (embedded; a
     designed task); neither: the model alone (a run designing its task).
 
-    ``threads`` sets torch's intra-op threads in the kernel (None: torch's default). One thread is the
-    fast choice for the small models here (measured ~15x faster than 2 threads for an ablation on a
-    loaded 2-core machine); give more for large models on many cores.
+    ``threads`` sets torch's intra-op threads in the kernel (None: torch's default), never more than the CPUs
+    the kernel may use (its affinity mask: a sandbox may pin it to fewer). One thread is the fast choice for
+    the zoo's models (measured ~15x faster than 2 threads for an ablation on a loaded 2-core machine); give
+    more for large models (:func:`resolve_resources` chooses). ``device`` / ``dtype`` go to the model loader.
+
+    >>> setup_cells("m", "toy-ioi", 8, 0, threads=4, device="cuda", dtype="bfloat16")[1].splitlines()[3]
+    "model = load_any_model('m', device='cuda', dtype=torch.bfloat16)"
     """
     imports = "\n".join([
         "import os",
@@ -68,14 +76,17 @@ def setup_cells(model_ref: str, task_name: str | None, n_prompts: int, seed: int
         "import tools",
         "from tools import Component, parse_components",
         "torch.set_grad_enabled(True)",
-    ] + ([f"torch.set_num_threads({int(threads)})"] if threads else []))
+    ] + ([f"torch.set_num_threads(min({int(threads)}, len(os.sched_getaffinity(0))))" if threads > 1
+          else f"torch.set_num_threads({int(threads)})"] if threads else []))
     if spec_json is None and task_name is not None:
         spec_json = _task_file_json(task_name)
+    load_args = repr(model_ref) + (f", device={device!r}" if device and device != "cpu" else "") + (
+        f", dtype=torch.{dtype}" if dtype != "float32" else "")
     lines = [
         "from evals.tasks import TaskSpec, load_task",
         "import evals.tasks.design",  # the task designer's cells call it
         "from evals.zoo import load_any_model",
-        f"model = load_any_model({model_ref!r})",
+        f"model = load_any_model({load_args})",
     ]
     if spec_json is not None or task_name is not None:
         lines += [
@@ -94,6 +105,126 @@ def setup_cells(model_ref: str, task_name: str | None, n_prompts: int, seed: int
         "_base = lambda b: tools.experiments.baseline(model, b, metric).model_dump()",
     ])
     return [imports, load, helpers]
+
+
+ZOO_SIZE_PARAMS = 5_000_000
+"""Models up to this many parameters are zoo-sized: one kernel thread and a 120 s cell limit by default."""
+ZOO_CELL_TIMEOUT_S = 120.0
+"""Default cell limit for zoo-sized models, seconds."""
+LARGE_CELL_TIMEOUT_S = 300.0
+"""Default cell limit for larger models up to :data:`HUGE_PARAMS` (GPT-2-small class), seconds."""
+HUGE_PARAMS = 1_000_000_000
+HUGE_CELL_TIMEOUT_S = 600.0
+"""Default cell limit for models above :data:`HUGE_PARAMS` or of unknown size, seconds."""
+
+
+class Resources(BaseModel):
+    """What :func:`resolve_resources` chose for a run (logged in the run's config)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    params: int | None
+    """The model's parameter count (None: unknown)."""
+    threads: int
+    cell_timeout_s: float
+    device: str
+    why: str
+    """One line: how the defaults were chosen (shown to the user)."""
+
+
+def model_params(ref: str | None) -> int | None:
+    """Parameters of a model reference without loading it: a zoo entry's count, else the weight files' bytes
+    over the bytes per parameter of the dtype its ``config.json`` names (None when unknown, e.g. a hub id).
+
+    >>> model_params("toy-ioi"), model_params("/no/such/model")
+    (105408, None)
+    """
+    if not ref:
+        return None
+    from evals.zoo import list_zoo
+
+    entry = next((e for e in list_zoo() if e.name == ref), None)
+    if entry is not None:
+        return entry.params
+    d = Path(ref).expanduser()
+    if not d.is_dir():
+        return None
+    files = [f for f in d.iterdir() if f.suffix in (".safetensors", ".bin", ".pt")]
+    if not files:
+        return None
+    size = 4
+    try:
+        cfg = json.loads((d / "config.json").read_text())
+        size = 2 if str(cfg.get("torch_dtype") or cfg.get("dtype") or "").endswith(("16", "bf16")) else 4
+    except (OSError, ValueError):
+        pass
+    return sum(f.stat().st_size for f in files) // size
+
+
+def available_cores() -> int:
+    """CPUs this process may run on: its affinity mask, capped by a cgroup (v2) CPU quota when one is set."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+def idle_cores(cores: int | None = None, load: float | None = None) -> int:
+    """Cores not kept busy by other processes: ``ceil(cores − 1-minute load average)``, at least 1.
+
+    On a shared machine more torch threads than idle cores make every forward slower, not faster (measured on
+    the 2-core build machine at load 10: a GPT-2-small-shaped forward took 3.4 s with 1 thread, 11.2 s with 2).
+
+    >>> idle_cores(2, 0.3), idle_cores(2, 1.2), idle_cores(2, 9.0), idle_cores(16, 2.5)
+    (2, 1, 1, 14)
+    """
+    cores = available_cores() if cores is None else cores
+    load = (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0) if load is None else load
+    return max(1, min(cores, math.ceil(cores - load)))
+
+
+def resolve_resources(params: int | None, threads: int | None = None, cell_timeout_s: float | None = None,
+                      device: str | None = None, cores: int | None = None, load: float | None = None) -> Resources:
+    """The run's kernel threads, cell limit and device: the given ones, else defaults from the model's size
+    and the machine.
+
+    - zoo-sized models (≤ :data:`ZOO_SIZE_PARAMS` parameters): 1 thread, 120 s per cell;
+    - larger models: every idle core (:func:`idle_cores`; all of them on a quiet machine), 300 s per cell, 600 s
+      above :data:`HUGE_PARAMS` parameters or when the size is unknown;
+    - device: ``cuda`` when this machine has one, else ``cpu``; asking for ``cuda`` without one is an error.
+
+    >>> r = resolve_resources(105_408, cores=2, load=0.2)
+    >>> r.threads, r.cell_timeout_s, r.device
+    (1, 120.0, 'cpu')
+    >>> r = resolve_resources(85_000_000, cores=2, load=0.2)
+    >>> r.threads, r.cell_timeout_s
+    (2, 300.0)
+    >>> resolve_resources(85_000_000, threads=3, cell_timeout_s=50, cores=2, load=0.2).threads
+    3
+    """
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    dev = device or ("cuda" if has_cuda else "cpu")
+    if dev.startswith("cuda") and not has_cuda:
+        raise KernelError(f"--device {dev}: this machine has no CUDA device torch can use",
+                          fix="drop --device (the CPU is used), or install a CUDA build of torch on a GPU machine")
+    if not (dev == "cpu" or dev.startswith("cuda")):
+        raise KernelError(f"--device {dev}: unknown device", fix="use cpu, cuda or cuda:N")
+    small = params is not None and params <= ZOO_SIZE_PARAMS
+    idle = idle_cores(cores, load)
+    t = threads or (1 if small else idle)
+    default_limit = ZOO_CELL_TIMEOUT_S if small else (
+        LARGE_CELL_TIMEOUT_S if params is not None and params <= HUGE_PARAMS else HUGE_CELL_TIMEOUT_S)
+    limit = cell_timeout_s or default_limit
+    size = f"{params / 1e6:.1f}M parameters" if params is not None else "unknown size"
+    why = (f"model {size}: {t} kernel thread(s) ({'given' if threads else 'zoo-sized' if small else f'{idle} idle core(s)'}),"
+           f" {limit:g} s per cell ({'given' if cell_timeout_s else 'default'}), device {dev}")
+    return Resources(params=params, threads=t, cell_timeout_s=float(limit), device=dev, why=why)
 
 
 def _task_file_json(task: str) -> str | None:
@@ -195,7 +326,7 @@ def make_kernel(workspace: Path, setup: list[str], options: KernelOptions) -> An
     ro = model_read_paths(options.model)
     if ro:  # local: bound read-only; docker: bound read-only at the same path in the container
         opts["read_only_paths"] = ro
-    gpus = parse_gpus(options.gpus)
+    gpus = parse_gpus(options.gpus) or options.device.startswith("cuda")  # a CUDA device needs the GPU in the sandbox
     if options.sandbox == SandboxKind.DOCKER:
         opts["on_build_log"] = _build_progress
         if gpus:

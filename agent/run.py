@@ -46,7 +46,15 @@ from agent.config import Planner, RunConfig, logged_config
 from agent.framing import Framing, NoMatchingTask, design_framing, frame_question
 from agent.graph import build_graph
 from agent.graph.design import TaskDesignError
-from agent.kernel import SandboxFactory, default_sandbox_factory, model_check, setup_cells
+from agent.kernel import (
+    Resources,
+    SandboxFactory,
+    default_sandbox_factory,
+    model_check,
+    model_params,
+    resolve_resources,
+    setup_cells,
+)
 from agent.lock import run_lock
 from agent.log import RunLog, RunResumedEvent, RunStartedEvent, collect_versions, new_run_id, read_events
 from agent.paths import resolve_run, runs_dir
@@ -142,20 +150,21 @@ def _context(log: RunLog, cfg: RunConfig, setup: list[str], committed: int | Non
     workspace = log.run_dir / "workspace"
     workspace.mkdir(parents=True, exist_ok=True)
 
+    timeout = cfg.cell_timeout_s or resolve_resources(model_params(cfg.model)).cell_timeout_s
     ctx = RunContext(journal=Journal(log, committed), backend=backend or make_backend(cfg),
                      sandbox_factory=lambda: None, budget=cfg.budget, system_prompt=SYSTEM_PROMPT,
                      tool_specs=tool_specs(), threshold=cfg.threshold, max_components=cfg.max_components,
-                     cell_timeout_s=cfg.cell_timeout_s, model_shape=model_shape, cluster_with_llm=cluster_with_llm(cfg),
+                     cell_timeout_s=timeout, model_shape=model_shape, cluster_with_llm=cluster_with_llm(cfg),
                      wall_base_s=wall_base_s, grounding_check=cfg.grounding_check, on_progress=on_progress,
                      setup=list(setup), seed=cfg.seed,
                      design_steps=cfg.design_steps, setup_for=lambda spec_json: setup_cells(
                          cfg.model or "", None, cfg.n_prompts, cfg.seed, threads=cfg.kernel_threads,
-                         spec_json=spec_json))
+                         spec_json=spec_json, device=cfg.device, dtype=str(cfg.dtype)))
 
     def start() -> Any:
         sb = factory(workspace, ctx.setup, cfg.kernel)
         for code in warmup or []:  # restore the kernel state the current component's own cells built
-            sb.execute(code, timeout=cfg.cell_timeout_s)
+            sb.execute(code, timeout=timeout)
         return sb
 
     ctx.sandbox_factory = start
@@ -176,10 +185,18 @@ def start_run(cfg: RunConfig, *, sandbox_factory: SandboxFactory | None = None,
     run_dir = runs_dir(cfg.out) / run_id
     if (run_dir / "events.jsonl").exists():
         raise RunError(f"run {run_id} already exists at {run_dir}", fix=f"resume it: interp-agent resume {run_dir}")
-    setup = setup_cells(fr.model, fr.task or None, cfg.n_prompts, cfg.seed, threads=cfg.kernel_threads)
+    res = resolve_resources(model_params(fr.model), threads=cfg.kernel_threads, cell_timeout_s=cfg.cell_timeout_s,
+                            device=cfg.device)
+    cfg = cfg.model_copy(update={"kernel_threads": res.threads, "cell_timeout_s": res.cell_timeout_s,
+                                 "device": res.device})
+    if on_progress is not None:
+        on_progress({"phase": "starting", "detail": res.why})
+    setup = setup_cells(fr.model, fr.task or None, cfg.n_prompts, cfg.seed, threads=cfg.kernel_threads, device=cfg.device,
+                        dtype=str(cfg.dtype))
     try:
         with run_lock(run_dir):
-            return _start_locked(cfg, fr, backend, run_id, run_dir, setup, sandbox_factory, on_progress, on_started)
+            return _start_locked(cfg, fr, backend, run_id, run_dir, setup, sandbox_factory, on_progress, on_started,
+                                 res)
     except BaseException:
         if not (run_dir / "events.jsonl").exists():  # nothing was logged: leave no empty run behind
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -215,20 +232,22 @@ def frame(cfg: RunConfig) -> Framing:
 
 
 def _start_locked(cfg: RunConfig, fr: Framing, backend: Any, run_id: str, run_dir: Path, setup: list[str],
-                  sandbox_factory: SandboxFactory | None, on_progress: Any, on_started: Any) -> RunOutcome:
+                  sandbox_factory: SandboxFactory | None, on_progress: Any, on_started: Any,
+                  res: Resources) -> RunOutcome:
     factory = sandbox_factory or default_sandbox_factory
     workspace = run_dir / "workspace"
     workspace.mkdir(parents=True, exist_ok=True)
     sb = factory(workspace, setup, cfg.kernel.model_copy(update={"model": fr.model}))
     try:
-        info = model_check(sb, cfg.circuit)
+        info = model_check(sb, cfg.circuit, timeout_s=max(120.0, cfg.cell_timeout_s or 0.0))
         log = RunLog(run_dir)
         log.append(RunStartedEvent(
             run_id=run_id, question=cfg.question, task=fr.task or None, model=fr.model, model_fingerprint=info.fingerprint,
             planner=cfg.planner, llm_model=getattr(backend, "model", None) if cfg.planner == Planner.CLAUDE else None,
             seed=cfg.seed, circuit=cfg.circuit,
             config={"run": cfg.model_dump(mode="json"), "framing": fr.model_dump(), "setup_cells": setup,
-                    "n_prompts": cfg.n_prompts, "model_shape": [info.n_layers, info.n_heads]},
+                    "n_prompts": cfg.n_prompts, "model_shape": [info.n_layers, info.n_heads],
+                    "resources": res.model_dump()},
             versions=collect_versions(), isolation=str(getattr(sb, "isolation", "unknown"))))
     except BaseException:
         sb.shutdown()

@@ -36,6 +36,7 @@ from agent.log import (
     EvaluationEvent,
     FramingEvent,
     HypothesisEvent,
+    LocalisationEvent,
     RunFinishedEvent,
     RunResumedEvent,
     RunStartedEvent,
@@ -48,6 +49,8 @@ LOCALISE_SWEEP = "localise-sweep"
 """``call_id`` of the localisation sweep's cell (its result ranks the components)."""
 LOCALISE_REDUNDANCY = "localise-redundancy"
 """``call_id`` of the localisation's redundancy check."""
+LOCALISE_EXACT = "localise-exact-"
+"""``call_id`` prefix of the localisation's exact chunks (``localise-exact-0``, ``-1``...), when it screened first."""
 
 
 class CellRecord(BaseModel):
@@ -138,6 +141,8 @@ class RunView(BaseModel):
     cells: list[CellRecord] = Field(default_factory=list)
     usage: RunUsage = Field(default_factory=RunUsage)
     evaluations: list[EvaluationEvent] = Field(default_factory=list)
+    localised: LocalisationEvent | None = None
+    """How localisation chose its components (screen, exact checks, agreement), when logged (schema 1.1)."""
     current: str | None = None
     """The component under investigation (the last one the log mentions without a conclusion), while unfinished."""
 
@@ -180,7 +185,8 @@ class RunView(BaseModel):
                    resumes=[e for e in events if isinstance(e, RunResumedEvent)], reason=reason,
                    kinds={e.seq: e.kind for e in events}, cited=_cited(events),
                    framing=next((e for e in reversed(events) if isinstance(e, FramingEvent)), None),
-                   proposals=sum(1 for e in events if e.kind == "tool_call" and e.name == "propose_task"))
+                   proposals=sum(1 for e in events if e.kind == "tool_call" and e.name == "propose_task"),
+                   localised=next((e for e in events if isinstance(e, LocalisationEvent)), None))
 
     # ------------------------------------------------------------------------------------------ derived
 
@@ -240,7 +246,25 @@ class RunView(BaseModel):
         return out
 
     def localisation(self) -> SweepResult | None:
-        """The localisation sweep's typed result, when the run localised."""
+        """The localisation's exact numbers as one typed sweep, when the run localised.
+
+        Runs that screened first (an attribution sweep, then exact chunks ``localise-exact-<i>``): the exact
+        chunks merged (the components checked exactly, with ``components`` listing them). Older runs: the one
+        exact sweep.
+        """
+        chunks = [t for c in self.cells if c.call_id.startswith(LOCALISE_EXACT)
+                  if isinstance(t := c.typed(), SweepResult)]
+        if chunks:
+            eff: dict[str, Any] = {}
+            frac: dict[str, Any] = {}
+            abl: dict[str, Any] = {}
+            for t in chunks:
+                eff.update(t.effects)
+                frac.update(t.effect_frac)
+                abl.update(t.ablation_frac or {})
+            return SweepResult(**chunks[0].model_dump(include={"clean", "corrupt", "gap"}), kind="all",
+                               method="exact", top_k=len(frac), zero_ablation=True, components=list(frac),
+                               effects=eff, effect_frac=frac, ablation_frac=abl)
         cell = next((c for c in self.cells if c.call_id == LOCALISE_SWEEP), None)
         typed = cell.typed() if cell is not None else None
         return typed if isinstance(typed, SweepResult) else None

@@ -27,6 +27,10 @@ BAD_INPUT = {
     "investigate --circuit": ["investigate", "which heads?", "--task", "toy-ioi", "--circuit", "L1X0"],
     "investigate --budget-usd": ["investigate", "which heads?", "--task", "toy-ioi", "--budget-usd", "-2"],
     "investigate --task": ["investigate", "which heads?", "--task", "no-such-task"],
+    "investigate --device": ["investigate", "which heads?", "--task", "toy-ioi", "--device", "tpu"],
+    "investigate --dtype": ["investigate", "which heads?", "--task", "toy-ioi", "--dtype", "int8"],
+    "investigate --threads": ["investigate", "which heads?", "--task", "toy-ioi", "--threads", "0"],
+    "investigate --cell-timeout": ["investigate", "which heads?", "--task", "toy-ioi", "--cell-timeout", "0"],
     "resume": ["resume", "no-such-run"],
     "status": ["status", "no-such-run"],
     "replay": ["replay", "no-such-run", "--verify"],
@@ -86,3 +90,12 @@ def test_json_mode_errors_are_one_line_on_stderr_and_nothing_on_stdout(capsys):
     assert main(["--json", "status", "no-such-run"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1 and captured.err.startswith("error: ")
+
+
+def test_cuda_without_a_gpu_is_one_line(capsys, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["investigate", "which heads?", "--task", "toy-ioi", "--device", "cuda"]) == 2
+    assert "no CUDA device" in _one_error_line(capsys)

@@ -106,21 +106,40 @@ class FakeExperiments:
                                     receiver_input=receiver_input, patched=b.clean - frac * b.gap,
                                     effect=frac * b.gap, effect_frac=frac)
 
-    def sweep(self, model, batch, metric, kind="all", method="exact", top_k=20, zero_ablation=False):
+    def sweep(self, model, batch, metric, kind="all", method="exact", top_k=20, zero_ablation=False, components=None,
+              ablation_method="exact"):
+        """Exact numbers from ``pat`` / ``zab``; the attribution screen's from ``attr_pat`` / ``attr_zab`` when
+        a signature has them (else the exact ones)."""
         b = self._base(batch)
-        fr = {c: s.get("pat", 0.0) for c, s in self.sig.items()}
+        sig = {c: s for c, s in self.sig.items() if components is None or c in components}
+        pre = "attr_" if method == "attribution" else ""
+        fr = {c: s.get(pre + "pat", s.get("pat", 0.0)) for c, s in sig.items()}
         top = sorted(fr, key=lambda c: -abs(fr[c]))[:top_k]
+        apre = "attr_" if ablation_method == "attribution" else ""
         return X.SweepResult(**b.model_dump(), kind=kind, method=method, top_k=top_k, zero_ablation=zero_ablation,
+                             ablation_method=ablation_method, components=components,
                              effects={c: fr[c] * b.gap for c in top}, effect_frac={c: fr[c] for c in top},
-                             ablation_frac={c: s.get("zab", 0.0) for c, s in self.sig.items()} if zero_ablation
-                             else None)
+                             ablation_frac={c: s.get(apre + "zab", s.get("zab", 0.0)) for c, s in sig.items()}
+                             if zero_ablation else None)
 
-    def redundancy(self, model, batch, metric, exclude=(), threshold=0.10, synergy=2.0, method="mean"):
-        """Signatures with a ``partner`` form redundant pairs (their ``joint`` effect)."""
-        kept = {c: X.RedundantHead(partners=[s["partner"]], joint=s["joint"], why=f"{c}+{s['partner']} jointly")
-                for c, s in self.sig.items() if s.get("partner") and c not in exclude}
+    def redundancy(self, model, batch, metric, exclude=(), threshold=0.10, synergy=2.0, method="mean",
+                   max_groups=None, max_candidates=None, layers=None):
+        """Signatures with a ``partner`` form redundant pairs (their ``joint`` effect, also their layer group's
+        joint effect); ``max_groups=0`` reports the groups only, ``layers`` keeps those layers' groups."""
+        heads = [c for c in self.sig if c.startswith("L") and c not in exclude
+                 and (layers is None or int(c[1:c.index("H")]) in layers)]
+        groups: dict[str, list[str]] = {}
+        for c in heads:
+            groups.setdefault(c[:c.index("H")], []).append(c)
+        joint = {g: max([self.sig[c].get("joint", 0.0) for c in cs if self.sig[c].get("partner")] or [0.0])
+                 for g, cs in groups.items()}
+        gres = {g: X.RedundancyGroup(heads=cs, joint=joint[g], sum_single=None, flagged=False)
+                for g, cs in groups.items() if len(cs) >= 2}
+        kept = {c: X.RedundantHead(partners=[self.sig[c]["partner"]], joint=self.sig[c]["joint"],
+                                   why=f"{c}+{self.sig[c]['partner']} jointly")
+                for c in heads if self.sig[c].get("partner") and max_groups != 0}
         return X.RedundancyResult(**self._base(batch).model_dump(), exclude=list(exclude), threshold=threshold,
-                                  synergy=synergy, method=method, single={}, groups={}, pairs={}, kept=kept)
+                                  synergy=synergy, method=method, single={}, groups=gres, pairs={}, kept=kept)
 
     def attention(self, model, batch, head):
         roles = {k: v * (0.9 if batch == "heldout" else 1.0) for k, v in self._s(head)["attn"].items()}

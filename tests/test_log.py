@@ -51,6 +51,9 @@ def one_of_each() -> list[L._Event]:
                                  L.DesignAttempt(proposal=2, call_id="p2", valid=True, spec={"name": "t"}, check_seq=4,
                                                  usable=True, reasons=[], gap=2.5, accuracy=1.0, flips=0.9)],
                        steps=2, reason=""),
+        L.LocalisationEvent(screened=12, candidates=["L1H0", "MLP0"], verified=["L1H0", "MLP0"],
+                            rank_correlation=0.9, exact_all=True, chunks=1, kept=["L1H0"],
+                            call_ids=["localise-sweep", "localise-exact-0"]),
         L.RunFinishedEvent(status="completed", summary="done"),
     ]
 

@@ -93,4 +93,6 @@ def test_old_run_planner_replay_makes_the_same_calls_and_conclusions(old_run, tm
     code = main(["--json", "replay", str(old_run), "--planner-replay", "--out", str(tmp_path / "again")])
     out = json.loads(capsys.readouterr().out)
     assert code == 0, out["planner_replay"]["differences"]
-    assert out["planner_replay"]["calls_logged"] == out["planner_replay"]["calls_now"] == 41
+    # the planner's 39 calls (the 2 localisation cells of the old run are compared through the components they
+    # chose: today's screened localisation re-runs as other cells but must pick the same components)
+    assert out["planner_replay"]["calls_logged"] == out["planner_replay"]["calls_now"] == 39

@@ -69,3 +69,35 @@ def test_thresholds_are_inputs(induction):
 def test_no_redundancy_reported_where_there_is_none():
     r = _run(_kernel("planted-ioi"), exclude=["L0H0", "L1H0", "L1H1", "L2H0"])
     assert r.kept == {} and not any(g.flagged for g in r.groups.values())
+
+
+def test_bounded_check_finds_the_pair_with_fewer_ablations(induction):
+    full = _run(induction, exclude=["L1H0"])
+    bounded = _run(induction, exclude=["L1H0"], max_groups=1, max_candidates=2)
+    a, b = REDUNDANT_PAIRS["planted-induction"]
+    assert set(bounded.kept) == set(full.kept) == {a, b}
+    g = bounded.groups["L0"]
+    assert g.flagged and set(g.candidates) == {a, b}  # each member alone restores the group's effect
+    assert min(g.restores[a], g.restores[b]) > max(v for h, v in g.restores.items() if h not in (a, b))
+    assert list(bounded.pairs) == [f"{a},{b}"]  # one pair instead of six
+    assert bounded.groups["L1"].sum_single is None and not bounded.groups["L1"].flagged  # below threshold: skipped
+    assert set(bounded.single) == set(g.heads)
+    assert bounded.variants() < full.variants()
+    assert bounded.pairs[f"{a},{b}"] == pytest.approx(full.pairs[f"{a},{b}"], abs=1e-6)
+    assert X.redundancy_cost(2, 4, 1, 2) >= bounded.variants()
+
+
+def test_unbounded_result_keeps_the_old_json(induction):
+    data = _run(induction, exclude=["L1H0"]).model_dump(mode="json")
+    assert "max_groups" not in data and "restores" not in data["groups"]["L0"]  # logs from before still replay
+
+
+def test_split_check_matches_the_one_cell_check(induction):
+    """Localisation on big models: a cell of layer groups only, then one cell per flagged layer."""
+    full = _run(induction, exclude=["L1H0"])
+    groups = _run(induction, exclude=["L1H0"], max_groups=0)
+    assert groups.single == {} and groups.pairs == {} and groups.kept == {}
+    assert {k: g.joint for k, g in groups.groups.items()} == pytest.approx({k: g.joint for k, g in full.groups.items()})
+    layer0 = _run(induction, exclude=["L1H0"], layers=[0], max_candidates=4)
+    assert list(layer0.groups) == ["L0"] and set(layer0.kept) == set(full.kept)
+    assert layer0.pairs == pytest.approx(full.pairs)  # 4 heads: every pair, as in the one-cell check

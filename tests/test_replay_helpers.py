@@ -181,3 +181,19 @@ def fresh_copy(run_dir: Path, dst: Path) -> Path:
     out = dst / run_dir.name
     shutil.copytree(run_dir, out, ignore=shutil.ignore_patterns(".kernel"))  # kernel sockets stay behind
     return out
+
+
+def test_planner_replay_compares_localisation_by_the_components_it_chose():
+    from agent.log import ConclusionEvent, ToolCallEvent
+    from agent.replay.planner import compare_runs
+
+    def run(chunks: int, comps: list[str]) -> list:
+        evs = [ToolCallEvent(call_id="localise-sweep", name="attribution_sweep", input={"method": "attribution"})]
+        evs += [ToolCallEvent(call_id=f"localise-exact-{i}", name="attribution_sweep", input={"i": i})
+                for i in range(chunks)]
+        evs += [ToolCallEvent(call_id=f"off-{c}", name="ablate", input={"components": [c]}, component=c) for c in comps]
+        return evs + [ConclusionEvent(component=c, role="r", explanation="", confidence=1) for c in comps]
+
+    assert compare_runs(run(1, ["L1H0", "MLP0"]), run(3, ["L1H0", "MLP0"])) == []  # other chunking: same run
+    diff = compare_runs(run(1, ["L1H0", "MLP0"]), run(1, ["MLP0", "L1H0"]))
+    assert diff[0] == "components investigated: logged ['L1H0', 'MLP0'] vs now ['MLP0', 'L1H0']"

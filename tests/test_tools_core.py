@@ -10,6 +10,8 @@ from tools import (
     Component,
     TaskBatch,
     ablate,
+    ablation_sweep,
+    attribution_ablation,
     attribution_patching,
     logit_diff,
     patch,
@@ -218,6 +220,39 @@ def test_attribution_equals_exact_on_linear_sites(model: Model, batch: TaskBatch
     approx = attribution_patching(model, batch, logit_diff, components=["L0H0", "L0H1", "MLP0"])
     scale = max(abs(v) for v in exact.values())
     assert any(abs(approx[c] - exact[c]) > 1e-3 * scale for c in exact)
+
+
+def test_ablation_sweep_equals_one_ablation_per_component(model: Model, batch: TaskBatch) -> None:
+    comps = model.components("heads")[:3] + model.components("mlps")
+    clean = float(logit_diff(model(batch.clean_ids), batch))
+    for method in ("zero", "mean"):
+        # max_tokens of two variants: several stacked chunks, the last one partial
+        swept = ablation_sweep(model, batch, logit_diff, components=comps, method=method,
+                               max_tokens=2 * batch.size * batch.seq_len)
+        for c in comps:
+            one = clean - float(logit_diff(ablate(model, batch, [c], method=method), batch))
+            assert swept[c] == pytest.approx(one, abs=1e-5), (method, c)
+    assert max(abs(v) for v in swept.values()) > 1e-4  # the ablations do something, so the test can fail
+
+
+def test_attribution_ablation_equals_exact_on_linear_sites(model: Model, batch: TaskBatch) -> None:
+    m = linear_tail(model)
+    comps = [c for c in m.components("heads") if c.layer == m.n_layers - 1]
+    exact = ablation_sweep(m, batch, logit_diff, components=comps, method="zero")
+    approx = attribution_ablation(m, batch, logit_diff, components=comps)
+    scale = max(abs(v) for v in exact.values())
+    assert scale > 1e-5
+    for c in comps:
+        assert approx[c] == pytest.approx(exact[c], abs=1e-3 * scale), c
+
+
+def test_token_budget_fits_free_memory(model: Model) -> None:
+    assert model.token_budget() == 2048  # CPU: the measured sweet spot
+    per = model.bytes_per_token(16)
+    assert model.token_budget(seq_len=16, free_bytes=2 * 1000 * per) == 1000  # half the free memory
+    assert model.token_budget(seq_len=16, free_bytes=10 * per) == 256  # a floor
+    assert model.token_budget(seq_len=16, free_bytes=2**60) == 2**18  # a ceiling
+    assert model.bytes_per_token(64) > per  # longer prompts: bigger attention weights per token
 
 
 def test_hooks_always_removed_and_early_stop(model: Model, batch: TaskBatch) -> None:

@@ -62,20 +62,30 @@ def test_each_role_defining_property(loaded, name) -> None:
 
     with torch.no_grad():
         m1 = float(metric(model(batch.corrupt_ids), batch))
+
+    def matters(comps: list[Component]) -> float:
+        """max(fraction of the metric lost by mean-ablating them, fraction of the gap their clean output recovers)."""
+        drop = (m0 - float(metric(ablate(model, batch, comps, method="mean"), batch))) / m0
+        return max(drop, (float(metric(patch(model, batch, comps), batch)) - m1) / (m0 - m1))
+
+    weak = {e.parsed: matters([e.parsed]) for e in spec.reference}
+    weak = {c: v for c, v in weak.items() if v < 0.05}
     for e in spec.reference:
         c = e.parsed
         # every member matters: mean-ablating it costs, or patching its clean output into the corrupt run
-        # recovers, at least 5% (of the metric / of the clean-corrupt gap)
-        drop = (m0 - float(metric(ablate(model, batch, [c], method="mean"), batch))) / m0
-        recovered = (float(metric(patch(model, batch, [c]), batch)) - m1) / (m0 - m1)
-        assert max(drop, recovered) >= 0.05, (e.component, drop, recovered)
+        # recovers, at least 5% (of the metric / of the clean-corrupt gap) -- alone, or, for backups and small
+        # contributors (toy-ioi-6l), together with the other such members of its layer
+        if c in weak:
+            layer = [w for w in weak if w.layer == c.layer]
+            assert len(layer) > 1 and matters(layer) >= 0.05, (e.component, weak[c], layer)
         if e.role == "name mover":
             assert at(c, end, batch.positions["IO"]) >= 0.2
             assert at(c, end, batch.positions["S1"]) + at(c, end, batch.positions["S2"]) <= 0.1
             assert dla[c] > 0.5
-        elif e.role == "s-inhibition":
+        elif e.role == "s-inhibition":  # either rule of evals.zoo.analysis.label: back to S2 after it, or END on S
             s2 = batch.positions["S2"]
-            assert (at(c, s2 + 1, s2) + at(c, s2 + 2, s2)) / 2 >= 0.5
+            on_s = max(at(c, end, batch.positions["S1"]), at(c, end, s2))
+            assert (at(c, s2 + 1, s2) + at(c, s2 + 2, s2)) / 2 >= 0.5 or on_s >= 0.3, e.component
         elif e.role == "output mlp":
             assert dla[c] > 0.5
         elif e.role == "induction":

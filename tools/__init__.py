@@ -20,6 +20,8 @@ from tools.inspection import (
 )
 from tools.interventions import (
     ablate,
+    ablation_sweep,
+    attribution_ablation,
     attribution_patching,
     patch,
     patching_sweep,
@@ -35,7 +37,8 @@ from tools.probe import ProbeResult, activations, diff_of_means_vector, steer, t
 
 __all__ = [
     "ArchitectureError", "AttentionSummary", "BatchError", "Component", "ComponentError", "HeadScores",
-    "InterpAgentError", "InterventionError", "Kind", "Model", "ProbeResult", "TaskBatch", "ablate", "accuracy",
+    "InterpAgentError", "InterventionError", "Kind", "Model", "ProbeResult", "TaskBatch", "ablate", "ablation_sweep",
+    "accuracy", "attribution_ablation",
     "activations", "attention_patterns", "attention_summary", "attribution_patching", "diff_of_means_vector",
     "direct_logit_attribution", "experiments", "get_metric", "head_scores", "kl_to_clean", "load_model", "logit_diff",
     "logit_lens", "map_components", "parse_components", "patch", "patching_sweep", "path_patch",

@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from tools.batch import TaskBatch
 from tools.components import Component, parse_components
@@ -62,6 +62,8 @@ from tools.inspection import (
 from tools.inspection import head_scores as _head_scores
 from tools.interventions import (
     ablate,
+    ablation_sweep,
+    attribution_ablation,
     attribution_patching,
     patch,
     patching_sweep,
@@ -78,7 +80,7 @@ __all__ = [
     "HeadProfileResult", "ModelCheck", "Number", "PatchingResult", "PathPatchingResult", "ProbingResult",
     "RedundancyResult", "SteeringResult", "SweepResult", "ablation", "attention", "attention_pattern",
     "baseline", "check_model", "head_profile", "logit_attribution", "lookback", "patching", "path_patching",
-    "probing", "redundancy", "steering", "sweep", "to_json",
+    "probing", "redundancy", "redundancy_cost", "steering", "sweep", "to_json",
 ]
 
 
@@ -259,6 +261,11 @@ class SweepResult(Baseline):
     method: Literal["exact", "attribution"] = "exact"
     top_k: int = 20
     zero_ablation: bool = False
+    ablation_method: Literal["exact", "attribution"] = Field("exact", exclude_if=lambda v: v == "exact")
+    """How ``ablation_frac`` was measured: one zero-ablation per component, or its gradient estimate (left out
+    of the JSON when ``exact``, so results match those logged before the field existed)."""
+    components: list[str] | None = Field(None, exclude_if=lambda v: v is None)
+    """The components swept, when a subset was asked for (None: every one of ``kind``; left out of the JSON)."""
     effects: dict[str, Number]
     """Component → ``metric(patched) − metric(corrupt run)`` (the ``top_k`` largest |effect|, in that order)."""
     effect_frac: dict[str, Number]
@@ -286,19 +293,27 @@ def _kind_components(model: Model, kind: str) -> list[Component]:
 
 
 def sweep(model: Model, batch: TaskBatch, metric: Metric, kind: Literal["heads", "mlps", "all"] = "all",
-          method: Literal["exact", "attribution"] = "exact", top_k: int = 20, zero_ablation: bool = False
-          ) -> SweepResult:
-    """Patch every head / MLP alone (exact batched sweep, or its gradient approximation), clean → corrupt."""
-    comps = _kind_components(model, kind)
+          method: Literal["exact", "attribution"] = "exact", top_k: int = 20, zero_ablation: bool = False,
+          components: Sequence[str | Component] | None = None,
+          ablation_method: Literal["exact", "attribution"] = "exact") -> SweepResult:
+    """Patch every head / MLP alone (exact batched sweep, or its gradient approximation), clean → corrupt.
+
+    ``components`` restricts the sweep to those (a chunk of a long sweep); ``zero_ablation`` also zero-ablates
+    each on the clean prompts, exactly (batched) or by its gradient estimate (``ablation_method``).
+    """
+    comps = _kind_components(model, kind) if components is None else [model.check(c) for c in
+                                                                        parse_components(components)]
     base = baseline(model, batch, metric)
     fn = patching_sweep if method == "exact" else attribution_patching
     eff = {str(c): float(v) for c, v in fn(model, batch, metric, components=comps).items()}
     top = sorted(eff, key=lambda k: -abs(eff[k]))[:top_k]
     abl = None
     if zero_ablation:
-        abl = {str(c): base.frac(base.clean - float(metric(ablate(model, batch, [c], method="zero"), batch)))
-               for c in comps}
+        afn = ablation_sweep if ablation_method == "exact" else attribution_ablation
+        abl = {str(c): base.frac(float(v)) for c, v in afn(model, batch, metric, components=comps).items()}
     return SweepResult(**base.model_dump(), kind=kind, method=method, top_k=top_k, zero_ablation=zero_ablation,
+                       ablation_method=ablation_method,
+                       components=None if components is None else [str(c) for c in comps],
                        effects={k: eff[k] for k in top}, effect_frac={k: base.frac(eff[k]) for k in top},
                        ablation_frac=abl)
 
@@ -312,9 +327,14 @@ class RedundancyGroup(_Result):
     joint: Number
     """Fraction of the gap removed by ablating them together."""
     sum_single: Number
-    """Σ |fraction removed by each alone|."""
+    """Σ |fraction removed by each alone| (None: the group was not examined, see ``max_groups``)."""
     flagged: bool
     """joint ≥ threshold and ≥ synergy × sum_single: its pairs were tested."""
+    restores: dict[str, Number] | None = Field(None, exclude_if=lambda v: v is None)
+    """Flagged groups larger than ``max_candidates``: head → ``joint − fraction removed with every other head of
+    the group ablated`` (how much of the group's effect that head alone brings back)."""
+    candidates: list[str] | None = Field(None, exclude_if=lambda v: v is None)
+    """The heads whose pairs were tested (the ``max_candidates`` largest ``restores``), when not all were."""
 
 
 class RedundantHead(_Result):
@@ -333,8 +353,11 @@ class RedundancyResult(Baseline):
     threshold: float = 0.1
     synergy: float = 2.0
     method: Literal["mean", "zero"] = "mean"
+    max_groups: int | None = Field(None, exclude_if=lambda v: v is None)
+    max_candidates: int | None = Field(None, exclude_if=lambda v: v is None)
+    layers: list[int] | None = Field(None, exclude_if=lambda v: v is None)
     single: dict[str, Number]
-    """Head → fraction of the gap removed by ablating it alone."""
+    """Head → fraction of the gap removed by ablating it alone (the heads of the groups examined)."""
     groups: dict[str, RedundancyGroup]
     """``L{layer}`` → that layer's group."""
     pairs: dict[str, Number]
@@ -342,18 +365,31 @@ class RedundancyResult(Baseline):
     kept: dict[str, RedundantHead]
     """Heads of the pairs passing both tests, with their partners and why."""
 
+    def variants(self) -> int:
+        """Ablation variants this check ran (each one forward of the batch, stacked): groups, singles, the
+        leave-one-out restores and pairs.
+
+        >>> RedundancyResult(clean=1, gap=1, single={"A": 0, "B": 0}, pairs={"A,B": 1}, kept={},
+        ...                  groups={"L0": RedundancyGroup(heads=["A", "B"], joint=1, sum_single=0, flagged=True)}
+        ...                  ).variants()
+        4
+        """
+        loo = sum(len(g.restores or {}) for g in self.groups.values())
+        return len(self.groups) + len(self.single) + loo + len(self.pairs)
+
 
 def _variants_metric(model: Model, batch: TaskBatch, metric: Metric, base: Baseline,
                      ref: dict[str, torch.Tensor], variants: list[list[str]]) -> dict[str, float]:
     """``"A,B"`` → fraction of the gap removed with every head of the variant replaced by ``ref``.
 
-    Variants are stacked along the batch: one chunk of the repeated prompts per variant, ``max(1, 4096 //
-    (B·T))`` variants per forward; a head is replaced only in the rows of the variants that ablate it.
+    Variants are stacked along the batch: one chunk of the repeated prompts per variant, up to
+    :meth:`Model.token_budget` tokens per forward; a head is replaced only in the rows of the variants that
+    ablate it.
     """
     ids = batch.clean_ids.to(model.device)
     B = ids.shape[0]
     out: dict[str, float] = {}
-    k = max(1, 4096 // ids.numel())
+    k = max(1, model.token_budget(ids.shape[1]) // ids.numel())
     for s in range(0, len(variants), k):
         chunk = variants[s:s + k]
         iv: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
@@ -367,36 +403,73 @@ def _variants_metric(model: Model, batch: TaskBatch, metric: Metric, base: Basel
     return out
 
 
+def redundancy_cost(n_layers: int, n_heads: int, max_groups: int | None, max_candidates: int | None) -> int:
+    """Most ablation variants :func:`redundancy` runs with these bounds (each one forward of the batch).
+
+    >>> redundancy_cost(12, 12, None, None), redundancy_cost(12, 12, 3, 4)
+    (948, 102)
+    """
+    groups = n_layers if max_groups is None else min(n_layers, max_groups)
+    c = n_heads if max_candidates is None else min(n_heads, max_candidates)
+    loo = n_heads if max_candidates is not None and n_heads > max_candidates else 0
+    return n_layers + groups * (n_heads + loo + c * (c - 1) // 2)
+
+
 def redundancy(model: Model, batch: TaskBatch, metric: Metric, exclude: Sequence[str] = (),
-               threshold: float = 0.10, synergy: float = 2.0, method: Literal["mean", "zero"] = "mean"
-               ) -> RedundancyResult:
+               threshold: float = 0.10, synergy: float = 2.0, method: Literal["mean", "zero"] = "mean",
+               max_groups: int | None = None, max_candidates: int | None = None,
+               layers: Sequence[int] | None = None) -> RedundancyResult:
     """Find redundant heads (a head of a redundant pair does nothing alone, so a single sweep misses it).
 
-    Pass 1: each head alone, and each layer's group (its heads not in ``exclude``, when ≥ 2) ablated
-    together (mean: each head's output replaced by its mean over the prompts, per position; or zero).
-    A group is *flagged* when joint ≥ ``threshold`` and ≥ ``synergy`` × Σ|single|. Pass 2: every pair
-    inside a flagged group; a pair passing the same two tests is *kept*, with the numbers saying why.
+    Pass 1: each layer's group (its heads not in ``exclude``, when ≥ 2) ablated together (mean: each head's
+    output replaced by its mean over the prompts, per position; or zero), and each head of a group alone. A
+    group is *flagged* when joint ≥ ``threshold`` and ≥ ``synergy`` × Σ|single|. Pass 2: every pair inside a
+    flagged group; a pair passing the same two tests is *kept*, with the numbers saying why.
+
+    Bounded (for models with many heads; :func:`redundancy_cost` counts the variants): with ``max_groups``
+    only the groups whose joint effect reaches ``threshold`` are examined, the ``max_groups`` largest, and
+    singles are measured for their heads only. With ``max_candidates``, a flagged group of more heads first
+    ablates all but one of its heads for each head (what that head alone restores of the joint effect: both
+    members of a redundant pair restore it), and only pairs among the ``max_candidates`` heads restoring
+    most are tested. Left at None, every group and every pair of a flagged group is tested. ``layers`` keeps
+    only those layers' groups (a long check split into one cell per group).
     """
     base = baseline(model, batch, metric)
     excl = {str(Component.parse(c)) for c in exclude}
     groups: dict[str, list[str]] = {}
     for c in model.components("heads"):
-        if str(c) not in excl:
+        if str(c) not in excl and (layers is None or c.layer in layers):
             groups.setdefault(f"L{c.layer}", []).append(str(c))
     groups = {k: v for k, v in groups.items() if len(v) >= 2}
     heads = [c for g in groups.values() for c in g]
     cache = run_with_cache(model, batch.clean_ids.to(model.device), parse_components(heads))[1] if heads else {}
     ref = {str(c): (a.mean(0, keepdim=True) if method == "mean" else torch.zeros_like(a[:1]))
            for c, a in cache.items()}
-    single = _variants_metric(model, batch, metric, base, ref, [[c] for c in heads])
     joint = _variants_metric(model, batch, metric, base, ref, list(groups.values()))
+    examined = list(groups)
+    if max_groups is not None:
+        big = [k for k in groups if joint[",".join(groups[k])] >= threshold]
+        examined = sorted(big, key=lambda k: -joint[",".join(groups[k])])[:max_groups]
+    single = _variants_metric(model, batch, metric, base, ref, [[c] for k in examined for c in groups[k]])
     gres: dict[str, RedundancyGroup] = {}
     todo: list[list[str]] = []
     for layer, g in groups.items():
-        j, s = joint[",".join(g)], sum(abs(single[c]) for c in g)
+        j = joint[",".join(g)]
+        if layer not in examined:
+            gres[layer] = RedundancyGroup(heads=g, joint=j, sum_single=None, flagged=False)
+            continue
+        s = sum(abs(single[c]) for c in g)
         gres[layer] = RedundancyGroup(heads=g, joint=j, sum_single=s, flagged=j >= threshold and j >= synergy * s)
-        if gres[layer].flagged:
-            todo += [list(p) for p in itertools.combinations(g, 2)]
+        if not gres[layer].flagged:
+            continue
+        cand = g
+        if max_candidates is not None and len(g) > max_candidates:
+            others = _variants_metric(model, batch, metric, base, ref, [[c for c in g if c != h] for h in g])
+            restores = {h: j - others[",".join(c for c in g if c != h)] for h in g}
+            cand = sorted(g, key=lambda h: (-restores[h], g.index(h)))[:max_candidates]
+            cand = [h for h in g if h in cand]
+            gres[layer] = gres[layer].model_copy(update={"restores": restores, "candidates": cand})
+        todo += [list(p) for p in itertools.combinations(cand, 2)]
     pairs = _variants_metric(model, batch, metric, base, ref, todo) if todo else {}
     kept: dict[str, dict[str, Any]] = {}
     for p, j in sorted(pairs.items(), key=lambda kv: -kv[1]):
@@ -408,8 +481,9 @@ def redundancy(model: Model, batch: TaskBatch, metric: Metric, exclude: Sequence
                 e["why"].append(f"{x}+{y} ablated together remove {j:.2f} of the gap "
                                 f"(alone: {x} {single[x]:+.3f}, {y} {single[y]:+.3f})")
     return RedundancyResult(**base.model_dump(), exclude=[str(Component.parse(c)) for c in exclude],
-                            threshold=threshold, synergy=synergy,
-                            method=method, single=single, groups=gres, pairs=pairs,
+                            threshold=threshold, synergy=synergy, method=method, max_groups=max_groups,
+                            max_candidates=max_candidates, layers=None if layers is None else list(layers),
+                            single=single, groups=gres, pairs=pairs,
                             kept={k: RedundantHead(partners=v["partners"], joint=v["joint"], why="; ".join(v["why"]))
                                   for k, v in kept.items()})
 

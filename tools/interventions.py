@@ -323,50 +323,92 @@ def patch(model: Model, batch: TaskBatch, components, positions: Positions = Non
         return model.hf(input_ids=tgt, use_cache=False).logits
 
 
+def _stacked(model: Model, ids: torch.Tensor, batch: TaskBatch, metric: Metric, comps: list[Component],
+             fn_of: Callable[[Component], Callable], mask: torch.Tensor | None, max_tokens: int | None
+             ) -> tuple[float, dict[Component, float]]:
+    """``metric`` of ``ids`` unedited, and with each component edited alone by ``fn_of(c)`` (in its z-space for
+    heads).
+
+    The prompts are repeated ``k`` times along the batch and chunk ``i`` has component ``i`` edited, so one
+    forward covers ``k`` variants (``k * B * T <= max_tokens``, default :meth:`Model.token_budget`).
+    Components go in layer order, and a forward whose edits all sit in block ``n`` or later does not run
+    blocks ``0..n-1``: they compute what the unedited run does, whose block outputs are recorded once.
+    """
+    B, T = ids.shape
+    budget = max_tokens if max_tokens is not None else model.token_budget(T)
+    k = max(1, min(len(comps), budget // max(1, B * T)))
+    order = sorted(comps, key=_first_block)
+    chunks = [order[s:s + k] for s in range(0, len(order), k)]
+    skips = {_first_block(ch[0]) for ch in chunks} - {0}
+    with block_outputs(model, [n - 1 for n in skips]) as prefix, torch.no_grad():
+        base = float(metric(model.hf(input_ids=ids, use_cache=False).logits, batch))
+    out: dict[Component, float] = {}
+    for chunk in chunks:
+        edits = [_edit(model, c, fn_of(c), z=True, rows=slice(i * B, (i + 1) * B), mask=mask)
+                 for i, c in enumerate(chunk)]
+        n = _first_block(chunk[0])
+        stacked = repeat_output(prefix[n - 1], len(chunk)) if n > 0 else None
+        skip = skip_blocks(model, n, stacked) if stacked is not None else nullcontext()
+        with hooked(model, edits=edits), skip, torch.no_grad():
+            logits = model.hf(input_ids=ids.repeat(len(chunk), 1), use_cache=False).logits
+        for i, c in enumerate(chunk):
+            out[c] = float(metric(logits[i * B:(i + 1) * B], batch))
+    return base, {c: out[c] for c in comps}
+
+
+def _first_block(c: Component) -> int:
+    """The first block whose computation an edit on ``c`` changes (the blocks before it can be skipped)."""
+    return 0 if c.kind is Kind.EMB else c.layer
+
+
 def patching_sweep(model: Model, batch: TaskBatch, metric: str | Metric = "logit_diff", components=None,
                    positions: Positions = None, direction: Direction = "clean_to_corrupt",
-                   max_tokens: int = 2048) -> dict[Component, float]:
+                   max_tokens: int | None = None) -> dict[Component, float]:
     """Exact effect of patching each component alone: ``metric(patched) - metric(target)``.
 
     Batched: the target prompts are repeated ``k`` times along the batch and chunk ``i`` has component
     ``i`` patched, so one forward covers ``k`` variants (``k * B * T <= max_tokens``); components go in
     layer order, and a forward whose edits all sit in block ``n`` or later does not run blocks ``0..n-1``
     (their outputs are the unpatched target run's, recorded once). Equals a loop of single :func:`patch`
-    calls (tested). Components default to every head. The default ``max_tokens``
-    (2048) was the sweet spot on CPU (per-variant cost rises again for very large stacked batches, and
-    the logits alone are ``k * B * T * vocab`` floats).
+    calls (tested). Components default to every head. ``max_tokens`` defaults to
+    :meth:`Model.token_budget`: 2048 on the CPU, the sweet spot there (per-variant cost rises again for very
+    large stacked batches, and the logits alone are ``k * B * T * vocab`` floats), else sized to the
+    accelerator's free memory.
     """
     metric = get_metric(metric)
     src, tgt = _pair(model, batch, direction)
     comps = _comps(model, components)
-    B, T = tgt.shape
     mask = position_mask(positions, batch, model.device)
     _, store = _capture(model, src, comps, early_stop=True)
-    k = max(1, min(len(comps), max_tokens // max(1, B * T)))
-    # Chunks in layer order; a chunk whose edits all sit in block n or later skips blocks 0..n-1: they
-    # compute the same as in the unpatched target run, whose block outputs are recorded once here.
-    order = sorted(comps, key=_first_block)
-    chunks = [order[s:s + k] for s in range(0, len(order), k)]
-    skips = {_first_block(ch[0]) for ch in chunks} - {0}
-    with block_outputs(model, [n - 1 for n in skips]) as prefix, torch.no_grad():
-        base = float(metric(model.hf(input_ids=tgt, use_cache=False).logits, batch))
-    out: dict[Component, float] = {}
-    for chunk in chunks:
-        edits = [_edit(model, c, (lambda v: (lambda cur: v))(_take(model, store, c)), z=True,
-                       rows=slice(i * B, (i + 1) * B), mask=mask) for i, c in enumerate(chunk)]
-        n = _first_block(chunk[0])
-        stacked = repeat_output(prefix[n - 1], len(chunk)) if n > 0 else None
-        skip = skip_blocks(model, n, stacked) if stacked is not None else nullcontext()
-        with hooked(model, edits=edits), skip, torch.no_grad():
-            logits = model.hf(input_ids=tgt.repeat(len(chunk), 1), use_cache=False).logits
-        for i, c in enumerate(chunk):
-            out[c] = float(metric(logits[i * B:(i + 1) * B], batch)) - base
-    return {c: out[c] for c in comps}
+    const = lambda c: (lambda v: (lambda cur: v))(_take(model, store, c))  # noqa: E731
+    base, out = _stacked(model, tgt, batch, metric, comps, const, mask, max_tokens)
+    return {c: v - base for c, v in out.items()}
 
 
-def _first_block(c: Component) -> int:
-    """The first block whose computation an edit on ``c`` changes (the blocks before it can be skipped)."""
-    return 0 if c.kind is Kind.EMB else c.layer
+def ablation_sweep(model: Model, batch: TaskBatch, metric: str | Metric = "logit_diff", components=None,
+                   method: str = "zero", max_tokens: int | None = None) -> dict[Component, float]:
+    """Exact effect of ablating each component alone on the clean prompts: ``metric(clean) - metric(ablated)``.
+
+    Batched like :func:`patching_sweep` (equals a loop of single :func:`ablate` calls; tested); ``method``
+    ``zero`` or ``mean`` (each component's mean output over the batch, per position).
+
+    >>> import torch
+    >>> from tools.tiny import tiny_config
+    >>> from transformers import AutoModelForCausalLM
+    >>> m = Model.from_hf(AutoModelForCausalLM.from_config(tiny_config("gpt2")))
+    >>> b = TaskBatch(clean_ids=torch.tensor([[5, 6, 7]]), corrupt_ids=torch.tensor([[5, 9, 7]]),
+    ...               answer_ids=torch.tensor([10]), wrong_ids=torch.tensor([11]))
+    >>> eff = ablation_sweep(m, b, "logit_diff", components=["L0H1", "MLP1"])
+    >>> one = float(get_metric("logit_diff")(m(b.clean_ids), b) - get_metric("logit_diff")(ablate(m, b, ["MLP1"], "zero"), b))
+    >>> abs(eff[Component.parse("MLP1")] - one) < 1e-5
+    True
+    """
+    metric = get_metric(metric)
+    ids = _ids(batch, model)
+    comps = _comps(model, components)
+    fns = _reference_values(model, comps, method, ids, None, 0)
+    base, out = _stacked(model, ids, batch, metric, comps, fns.__getitem__, None, max_tokens)
+    return {c: base - v for c, v in out.items()}
 
 
 def attribution_patching(model: Model, batch: TaskBatch, metric: str | Metric = "logit_diff", components=None,
@@ -411,6 +453,38 @@ def attribution_patching(model: Model, batch: TaskBatch, metric: str | Metric = 
         if mask is not None:
             prod = prod * mask
         out[c] = float(prod.sum())
+    return out
+
+
+def attribution_ablation(model: Model, batch: TaskBatch, metric: str | Metric = "logit_diff", components=None
+                         ) -> dict[Component, float]:
+    """First-order estimate of :func:`ablation_sweep` (zero): ``metric(clean) - metric(zeroed) ≈ act · d metric / d act``.
+
+    One forward and one backward on the clean prompts, for all components at once. Exact where the metric is
+    linear in the component.
+
+    >>> import torch
+    >>> from tools.tiny import tiny_config
+    >>> from transformers import AutoModelForCausalLM
+    >>> m = Model.from_hf(AutoModelForCausalLM.from_config(tiny_config("gpt2")))
+    >>> b = TaskBatch(clean_ids=torch.tensor([[5, 6, 7]]), corrupt_ids=torch.tensor([[5, 9, 7]]),
+    ...               answer_ids=torch.tensor([10]), wrong_ids=torch.tensor([11]))
+    >>> len(attribution_ablation(m, b, "logit_diff", components="heads"))
+    8
+    """
+    metric = get_metric(metric)
+    ids = _ids(batch, model)
+    comps = _comps(model, components)
+    leaf = Edit("emb", -1, lambda x: x.detach().requires_grad_(True))
+    logits, store = _capture(model, ids, comps, edits=[leaf], grad=True)
+    keys = list(store)
+    grads = torch.autograd.grad(metric(logits, batch), [store[k] for k in keys], allow_unused=True)
+    grad_of = dict(zip(keys, grads, strict=True))
+    out: dict[Component, float] = {}
+    for c in comps:
+        g = grad_of[_site(c)]
+        sl = slice(c.head * model.d_head, (c.head + 1) * model.d_head) if c.kind is Kind.HEAD else slice(None)
+        out[c] = 0.0 if g is None else float((store[_site(c)][..., sl].detach() * g[..., sl]).sum())
     return out
 
 

@@ -77,6 +77,9 @@ ADAPTERS: dict[str, Adapter] = {
                      qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
 }
 
+CPU_STACK_TOKENS = 2048
+"""Tokens per stacked forward on the CPU (per-variant cost was lowest around 512-2048 and rose again at ~9k)."""
+
 MODEL_TYPES: dict[str, str] = {"gpt2": "gpt2", "gpt_neox": "neox", "llama": "llama", "mistral": "llama",
                                "qwen2": "llama"}
 """HF ``config.model_type`` → adapter name."""
@@ -268,6 +271,38 @@ class Model:
         """Plain forward (no grad): logits ``[batch, seq, vocab]``."""
         with torch.no_grad():
             return self.hf(input_ids=ids.to(self.device), use_cache=False).logits
+
+    def token_budget(self, seq_len: int = 32, free_bytes: int | None = None) -> int:
+        """Tokens one stacked forward may hold (variants of a sweep stacked along the batch).
+
+        On the CPU :data:`CPU_STACK_TOKENS` (the measured sweet spot: per-variant cost rises again for very
+        large stacks). On an accelerator the stack is sized to half its free memory (``free_bytes``:
+        ``torch.cuda.mem_get_info`` unless given) at :meth:`bytes_per_token` for prompts of ``seq_len``,
+        between 256 and 2**18 tokens.
+
+        >>> from tools.tiny import tiny_config
+        >>> from transformers import AutoModelForCausalLM
+        >>> m = Model.from_hf(AutoModelForCausalLM.from_config(tiny_config("gpt2")))
+        >>> m.token_budget()
+        2048
+        >>> m.token_budget(free_bytes=2 * 1024**3, seq_len=16) == min(2**18, 2**30 // m.bytes_per_token(16))
+        True
+        """
+        if free_bytes is None:
+            if self.device.type != "cuda":
+                return CPU_STACK_TOKENS
+            free_bytes = int(torch.cuda.mem_get_info(self.device)[0])
+        return int(max(256, min(2**18, free_bytes // 2 // self.bytes_per_token(seq_len))))
+
+    def bytes_per_token(self, seq_len: int = 32) -> int:
+        """Peak memory one token of a no-grad stacked forward needs, in bytes (an upper estimate).
+
+        Logits (``d_vocab``, in the model's dtype plus a float32 copy for the metric's softmax), one layer's
+        activations at a time (residual, q/k/v, z, 4x MLP hidden, edits' copies: ``16 * d_model``) and its
+        attention weights (``n_heads * seq_len``, twice: scores and probabilities).
+        """
+        size = torch.finfo(self.dtype).bits // 8
+        return size * (self.d_vocab + 16 * self.d_model + 2 * self.n_heads * seq_len) + 4 * self.d_vocab
 
     def fingerprint(self) -> str:
         """sha256 over the state dict (names, shapes, dtypes, bytes); cached after the first call."""

@@ -13,7 +13,7 @@ import typer
 
 from agent.bench.models import ExecutorKind
 
-DEFAULT_TASKS = "toy-ioi,toy-induction,toy-greater-than"
+DEFAULT_TASKS = "toy-ioi,toy-induction,toy-greater-than,toy-ioi-6l"
 
 
 def _split(s: str) -> list[str]:

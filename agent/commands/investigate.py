@@ -22,7 +22,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from agent.config import Planner, SandboxKind
+from agent.config import DType, Planner, SandboxKind
 
 
 class ProgressView:
@@ -34,6 +34,8 @@ class ProgressView:
         self.current: str | None = None
         self.hypothesis: str | None = None
         self.phase = "starting"
+        self.detail = ""
+        """What the phase is doing now (e.g. ``exact check 24/48`` while localising)."""
         self.steps = 0
         self.tool_calls = 0
         self.tokens = 0
@@ -42,7 +44,11 @@ class ProgressView:
 
     def update(self, info: dict[str, Any]) -> None:
         phase = info.get("phase")
+        if phase and phase != self.phase:
+            self.detail = ""
         self.phase = phase or self.phase
+        if info.get("detail"):
+            self.detail = str(info["detail"])
         if phase == "component":
             self.current = info.get("component")
             if info.get("components"):
@@ -64,7 +70,8 @@ class ProgressView:
             self.live.update(self.render())
 
     def render(self) -> Group:
-        t = Table(title=f"investigation — {self.phase}", show_header=True, header_style="bold")
+        title = f"investigation — {self.phase}" + (f": {self.detail}" if self.detail else "")
+        t = Table(title=title, show_header=True, header_style="bold")
         t.add_column("component")
         t.add_column("state")
         for c in self.components:
@@ -172,6 +179,10 @@ def register(app: typer.Typer) -> None:
         threshold: Annotated[float, typer.Option("--threshold", min=0.0, help="Localisation keeps |effect| >= this fraction of the clean-corrupt gap.")] = 0.1,
         max_components: Annotated[int, typer.Option("--max-components", min=1, help="Localisation keeps at most this many components.")] = 8,
         grounding_check: Annotated[bool, typer.Option("--grounding-check/--no-grounding-check", help="Send a conclusion whose numbers, citations or tested hypothesis fail the grounding check back to the planner once (it is scored either way).")] = True,
+        cell_timeout: Annotated[float | None, typer.Option("--cell-timeout", min=1.0, help="Wall-clock seconds one kernel cell may run (default: 120 for zoo-sized models, 300 up to 1B parameters, else 600; long sweeps are split to fit).")] = None,
+        threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch threads in the kernel (default: 1 for zoo-sized models, else every idle core).")] = None,
+        device: Annotated[str | None, typer.Option("--device", help="cpu, cuda or cuda:N (default: cuda when this machine has one).")] = None,
+        dtype: Annotated[DType, typer.Option("--dtype", help="Dtype the model is loaded in.")] = DType.FLOAT32,
     ) -> None:
         """Investigate a question about a model: frame, localise, explain each component, cluster, report."""
         from agent.budget import parse_budget
@@ -188,7 +199,8 @@ def register(app: typer.Typer) -> None:
                         llm_model=llm_model, llm_max_tokens=llm_max_tokens, llm_stream=stream, budget=budget,
                         n_prompts=prompts, seed=seed, sandbox=sandbox,
                         gpus=gpus, unsafe_no_isolation=unsafe_no_isolation, out=out, threshold=threshold,
-                        max_components=max_components, grounding_check=grounding_check)
+                        max_components=max_components, grounding_check=grounding_check,
+                        cell_timeout_s=cell_timeout, kernel_threads=threads, device=device, dtype=dtype)
         print_outcome(run_with_view(start_run, cfg=cfg))
 
     @app.command()

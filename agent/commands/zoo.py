@@ -25,5 +25,6 @@ def register(app: typer.Typer) -> None:
         for e in entries:
             arch = f"{e.architecture} {e.n_layers}L×{e.n_heads}H d{e.d_model}"
             t.add_row(e.name, e.kind, arch, f"{e.params:,}", f"{100 * e.accuracy:.1f}%",
-                      "–" if e.train_time_s is None else f"{e.train_time_s:.0f} s", e.task, e.reference_source)
+                      "–" if e.train_time_s is None else f"{e.train_time_s:.0f} s" + (
+                          f" (CPU {e.extra['train_cpu_s']:.0f} s)" if "train_cpu_s" in e.extra else ""), e.task, e.reference_source)
         emit([e.model_dump(mode="json") | {"path": str(e.path)} for e in entries], t)

@@ -56,6 +56,7 @@ from agent.log.events import (
     HypothesisStatus,
     LLMRequestEvent,
     LLMResponseEvent,
+    LocalisationEvent,
     LogError,
     LogSchemaError,
     RunFinishedEvent,
@@ -70,9 +71,9 @@ from agent.log.store import RunLog, read_events
 
 __all__ = [
     "EVENTS_FILE", "EVENT_ADAPTER", "EVENT_TYPES", "KINDS", "SCHEMA_MAJOR", "SCHEMA_VERSION", "BudgetEvent",
-    "ClusterEvent", "ComponentsEvent", "ConclusionEvent", "ErrorEvent", "EvaluationEvent", "Event", "ExecutionResultEvent",
-    "DesignAttempt", "FramingEvent",
-    "HypothesisEvent", "HypothesisStatus", "LLMRequestEvent", "LLMResponseEvent", "LogError", "LogSchemaError",
-    "RunFinishedEvent", "RunLog", "RunResumedEvent", "RunStartedEvent", "ToolCallEvent", "collect_versions", "new_run_id",
+    "ClusterEvent", "ComponentsEvent", "ConclusionEvent", "DesignAttempt", "ErrorEvent", "EvaluationEvent", "Event",
+    "ExecutionResultEvent", "FramingEvent", "HypothesisEvent", "HypothesisStatus", "LLMRequestEvent",
+    "LLMResponseEvent", "LocalisationEvent", "LogError", "LogSchemaError", "RunFinishedEvent", "RunLog",
+    "RunResumedEvent", "RunStartedEvent", "ToolCallEvent", "collect_versions", "new_run_id",
     "read_events", "sha256_text",
 ]

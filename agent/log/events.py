@@ -22,11 +22,12 @@ from agent.llm.types import ContentBlock, Usage
 from tools.components import Component
 from tools.errors import InterpAgentError
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 """The version this code writes. Readers accept any ``1.x``; a newer minor's unknown fields are dropped.
 
 1.1 added the ``components`` and ``run_resumed`` event kinds (a 1.0 log has neither and reads as before).
-1.2 added the ``framing`` event kind (a task designed by the LLM planner; older logs have none)."""
+1.2 added the ``framing`` event kind (a task designed by the LLM planner; older logs have none).
+1.3 added the ``localisation`` event kind (how localisation chose the components; older logs have none)."""
 SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
 EVENTS_FILE = "events.jsonl"
 
@@ -412,6 +413,37 @@ class EvaluationEvent(_Event):
     """Anything else the evaluator reports, as JSON."""
 
 
+class LocalisationEvent(_Event):
+    """How localisation chose the components (1.3): the gradient screen, the exact checks, their agreement.
+
+    Every number here is derived from the logged cells it names (the screen and the exact chunks), so it
+    re-computes from them.
+    """
+
+    kind: Literal["localisation"] = "localisation"
+    screened: int
+    """Components the attribution screen scored (every head and MLP)."""
+    candidates: list[str]
+    """The components checked exactly, in the screen's order (all of them when ``exact_all``)."""
+    verified: list[str] = Field(default_factory=list)
+    """Candidates whose exact numbers came back (a chunk past the cell limit leaves its components out)."""
+    failed: list[str] = Field(default_factory=list)
+    """Candidates whose exact check did not finish (cell limit or error), even split in halves."""
+    rank_correlation: float | None = None
+    """Spearman correlation of the screen's and the exact |fraction of the gap| on ``verified`` (None when
+    fewer than 3 components or a constant side)."""
+    fallback: str | None = None
+    """Why more than the screen's top candidates were checked exactly (None: the screen was trusted)."""
+    exact_all: bool = False
+    """Every component was checked exactly (small models, or the fallback)."""
+    chunks: int = 0
+    """Exact cells run."""
+    kept: list[str] = Field(default_factory=list)
+    """The components localisation kept (before the redundancy check adds any)."""
+    call_ids: list[str] = Field(default_factory=list)
+    """``call_id`` of the screen and of each exact chunk cell, in order."""
+
+
 class RunFinishedEvent(_Event):
     """The last event of a run."""
 
@@ -425,13 +457,13 @@ class RunFinishedEvent(_Event):
 
 EVENT_TYPES: tuple[type[_Event], ...] = (
     RunStartedEvent, ComponentsEvent, RunResumedEvent, FramingEvent, LLMRequestEvent, LLMResponseEvent,
-    ToolCallEvent, ExecutionResultEvent, HypothesisEvent, ConclusionEvent, ClusterEvent, BudgetEvent, ErrorEvent, EvaluationEvent,
-    RunFinishedEvent,
+    ToolCallEvent, ExecutionResultEvent, HypothesisEvent, ConclusionEvent, ClusterEvent, BudgetEvent, ErrorEvent,
+    EvaluationEvent, LocalisationEvent, RunFinishedEvent,
 )
 Event = Annotated[
     RunStartedEvent | ComponentsEvent | RunResumedEvent | FramingEvent | LLMRequestEvent | LLMResponseEvent
     | ToolCallEvent | ExecutionResultEvent | HypothesisEvent | ConclusionEvent | ClusterEvent | BudgetEvent | ErrorEvent
-    | EvaluationEvent | RunFinishedEvent,
+    | EvaluationEvent | LocalisationEvent | RunFinishedEvent,
     Field(discriminator="kind"),
 ]
 """Any event; validate a dict with :data:`EVENT_ADAPTER`."""

@@ -24,6 +24,9 @@ from agent.log import read_events
 from agent.replay.verify import check_artifacts, load_events
 from agent.view import RunView
 
+LOCALISE_PREFIX = "localise"
+"""``call_id`` prefix of localisation's cells (:data:`agent.view.LOCALISE_SWEEP`, ``LOCALISE_EXACT``...)."""
+
 
 class ToolCallRecord(BaseModel):
     """A tool call in comparable form."""
@@ -54,14 +57,20 @@ class PlannerReplayReport(BaseModel):
 
 
 def tool_calls(events: list[Any]) -> list[ToolCallRecord]:
-    """The run's tool calls (name + input), in order."""
-    return [ToolCallRecord(name=e.name, input=e.input) for e in events if e.kind == "tool_call"]
+    """The planner's tool calls (name + input), in order: localisation's own cells (``localise-*``: how they are
+    chunked depends on the machine's speed) are compared through the components they chose instead."""
+    return [ToolCallRecord(name=e.name, input=e.input) for e in events
+            if e.kind == "tool_call" and not e.call_id.startswith(LOCALISE_PREFIX)]
 
 
 def compare_runs(logged: list[Any], now: list[Any]) -> list[str]:
-    """Differences in tool calls (names + inputs, in order), the task design's outcome and accepted spec (when
-    the planner designed the task) and conclusions (component → role)."""
+    """Differences in the components investigated (in order), the planner's tool calls (names + inputs, in
+    order), the task design's outcome and accepted spec (when the planner designed the task) and conclusions
+    (component → role)."""
     out: list[str] = []
+    va, vb = RunView.from_events(logged, "logged"), RunView.from_events(now, "now")
+    if va.components != vb.components:
+        out.append(f"components investigated: logged {va.components} vs now {vb.components}")
     ta, tb = tool_calls(logged), tool_calls(now)
     for i, (x, y) in enumerate(zip(ta, tb, strict=False)):
         if x != y:
@@ -69,7 +78,6 @@ def compare_runs(logged: list[Any], now: list[Any]) -> list[str]:
                        f"{y.name} {json.dumps(y.input, sort_keys=True)}")
     if len(ta) != len(tb):
         out.append(f"number of tool calls: logged {len(ta)} vs now {len(tb)}")
-    va, vb = RunView.from_events(logged, "logged"), RunView.from_events(now, "now")
     design = [(f.status, f.task, f.spec) if f is not None else (None, None, None) for f in (va.framing, vb.framing)]
     if design[0] != design[1]:  # a designed task: the same outcome and the same accepted spec
         (sa, ta, _), (sb, tb, _) = design

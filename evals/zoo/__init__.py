@@ -122,29 +122,30 @@ def load_zoo_hf(name: str):
     return model.eval(), tok
 
 
-def load_zoo_model(name: str, device: str | None = None):
-    """A zoo model as a :class:`tools.Model` (offline, from ``evals/zoo/models/<name>/``)."""
+def load_zoo_model(name: str, device: str | None = None, dtype=None):
+    """A zoo model as a :class:`tools.Model` (offline, from ``evals/zoo/models/<name>/``), in ``dtype``
+    (a ``torch.dtype``; default float32)."""
     path = zoo_path(name)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         from tools import load_model
     except ImportError:  # tools' loader not present in this checkout
         raise ZooError("tools.load_model is not available", fix="use evals.zoo.load_zoo_hf(name) instead") from None
-    return load_model(str(path), device=device)
+    return load_model(str(path), device=device, dtype=dtype)
 
 
-def load_any_model(ref: str, device: str | None = None):
+def load_any_model(ref: str, device: str | None = None, dtype=None):
     """A zoo model by name, else ``tools.load_model(ref)`` (a local directory, or a hub id in the local cache).
 
     >>> load_any_model("toy-ioi").n_layers
     2
     """
     if ref in {e.name for e in list_zoo()}:
-        return load_zoo_model(ref, device=device)
+        return load_zoo_model(ref, device=device, dtype=dtype)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from tools import load_model
 
-    return load_model(ref, device=device)
+    return load_model(ref, device=device, dtype=dtype)
 
 
 __all__ = ["MODELS_DIR", "ZooEntry", "ZooError", "list_zoo", "load_any_model", "load_zoo_hf", "load_zoo_model",

@@ -208,7 +208,7 @@ def label(kind: str, e: Evidence) -> tuple[str, str]:
             return "s-inhibition", (f"From S2 and the tokens after it attends back to S2 ({e.attn_after_s2:.2f}), "
                                     f"carrying the repeated name to where the name movers read it, so they avoid S "
                                     f"(the toy model's S-inhibition); {nums}.")
-        if top_end == "IO" and e.attn_end["IO"] >= 0.3 and e.dla > 0:
+        if top_end == "IO" and e.attn_end["IO"] >= 0.3 and e.dla > 0.5:  # it must write the name to the logits
             return "name mover", (f"At END attends to IO ({e.attn_end['IO']:.2f}) and writes it to the logits; "
                                   f"{nums}.")
         if top_end == "IO" and e.dla < 0:

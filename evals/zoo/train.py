@@ -2,21 +2,23 @@
 
 Usage::
 
-    python -m evals.zoo.train toy-ioi            # or toy-induction, toy-greater-than, toy-pronoun, all
-    python -m evals.zoo.train toy-ioi --out /tmp/zoo
+    python -m evals.zoo.train toy-ioi            # or toy-ioi-6l, toy-induction, toy-greater-than, toy-pronoun, all
+    python -m evals.zoo.train toy-ioi --out /tmp/zoo [--threads 2]
 
 Each model is a GPT-2-architecture ``transformers`` model (eager attention) with a word-level tokenizer
 over its task's vocabulary, saved with ``save_pretrained`` (safetensors) plus ``zoo.json`` recording
-accuracy (held-out seeds), training time and steps. Training uses ``torch.set_num_threads(1)``.
+accuracy (held-out seeds), training wall and CPU time and steps. Training uses one torch thread unless
+``--threads`` says otherwise (one is fastest for these sizes on a shared machine).
 
 >>> sorted(RECIPES)
-['toy-greater-than', 'toy-induction', 'toy-ioi', 'toy-pronoun']
+['toy-greater-than', 'toy-induction', 'toy-ioi', 'toy-ioi-6l', 'toy-pronoun']
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,8 @@ class Recipe:
     segment: tuple[int, int] = (6, 16)
     """Induction: range of segment lengths in training sequences (inclusive)."""
     seed: int = 0
+    dropout: float = 0.0
+    """GPT-2's residual, embedding and attention dropout during training (0: none)."""
     description: str = ""
 
 
@@ -49,6 +53,11 @@ RECIPES: dict[str, Recipe] = {
                       description="2-layer GPT-2 trained on word-level IOI (ABBA/BABA, 20 names)."),
     # segments up to 24 tokens (not 16): head_scores' [BOS] r r probe uses |r| = 20, which must be in distribution
     # for the induction head to show (best head 0.70 at offset 3 instead of 0.29; accuracy 99.6%)
+    # the same IOI data, loss and optimiser on 6 layers x 8 heads, with GPT-2's usual dropout 0.1 so that the
+    # circuit spreads out over backup heads and small contributors as in real models (see zoo.json for its times)
+    "toy-ioi-6l": Recipe("toy-ioi-6l", 6, 8, 128, 32, steps=2000, dropout=0.1,
+                         description="6-layer, 8-head GPT-2 (d_model 128, dropout 0.1 in training) trained on the "
+                                     "toy-ioi data: a circuit spread over backup heads and small contributors."),
     "toy-induction": Recipe("toy-induction", 2, 4, 64, 64, steps=3000, attn_only=True, segment=(6, 24),
                             description="2-layer attention-only-style GPT-2 (MLPs zero and frozen) trained "
                                         "on repeated random token segments (6-24 tokens)."),
@@ -66,7 +75,8 @@ def _config(tok, r: Recipe):
 
     cfg = GPT2Config(vocab_size=len(tok), n_positions=r.n_positions, n_layer=r.n_layers, n_head=r.n_heads,
                      n_embd=r.d_model, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                     pad_token_id=tok.pad_token_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+                     pad_token_id=tok.pad_token_id, resid_pdrop=r.dropout, embd_pdrop=r.dropout,
+                     attn_pdrop=r.dropout)
     cfg._attn_implementation = "eager"
     return cfg
 
@@ -110,7 +120,7 @@ def evaluate(model, tok, spec, n: int = 512) -> dict[str, float]:
     return {"accuracy": acc, "metric_value": metric, "eval_prompts": n}
 
 
-def train(name: str, out_root: Path | None = None, log_every: int = 500) -> Path:
+def train(name: str, out_root: Path | None = None, log_every: int = 500, threads: int = 1) -> Path:
     """Train zoo model ``name`` and save it under ``out_root/name`` (default: the zoo's models dir)."""
     from transformers import GPT2LMHeadModel
 
@@ -119,7 +129,7 @@ def train(name: str, out_root: Path | None = None, log_every: int = 500) -> Path
     from tools.tiny import word_tokenizer
 
     r = RECIPES[name]
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     torch.manual_seed(r.seed)
     spec = load_task(r.task)
     tok = word_tokenizer(spec.vocabulary())
@@ -142,7 +152,8 @@ def train(name: str, out_root: Path | None = None, log_every: int = 500) -> Path
     else:
         pool = torch.tensor([tok.convert_tokens_to_ids(w) for w in spec.generator.tokens])
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
+    load0 = os.getloadavg()[0]
     model.train()
     for step in range(1, r.steps + 1):
         if spec.generator.kind == "induction":
@@ -169,7 +180,7 @@ def train(name: str, out_root: Path | None = None, log_every: int = 500) -> Path
             model.train()
             print(f"{name} step {step} loss {loss.item():.4f} acc {ev['accuracy']:.3f} "
                   f"({time.perf_counter() - t0:.0f}s)", flush=True)
-    train_time = time.perf_counter() - t0
+    train_time, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     model.eval()
     ev = evaluate(model, tok, spec)
     out = (out_root or MODELS_DIR) / name
@@ -182,13 +193,15 @@ def train(name: str, out_root: Path | None = None, log_every: int = 500) -> Path
         "params": sum(p.numel() for p in model.parameters()), **ev,
         "train_time_s": round(train_time, 1), "train_steps": r.steps, "seed": r.seed,
         "reference_source": "project analysis",
-        "extra": {"lr": r.lr, "batch": r.batch, "attn_only": r.attn_only, "threads": 1,
+        "extra": {"lr": r.lr, "batch": r.batch, "attn_only": r.attn_only, "threads": threads,
+                  **({"dropout": r.dropout, "train_cpu_s": round(train_cpu, 1),
+                      "load_average": [round(load0, 1), round(os.getloadavg()[0], 1)]} if r.dropout else {}),
                   **({"segment": list(r.segment)} if r.task == "toy-induction" else {}),
                   "torch": torch.__version__},
     }
     (out / "zoo.json").write_text(json.dumps(entry, indent=2) + "\n")
     print(f"{name}: accuracy {ev['accuracy']:.4f} metric {ev['metric_value']:.3f} "
-          f"train {train_time:.1f}s -> {out}", flush=True)
+          f"train {train_time:.1f}s (CPU {train_cpu:.1f}s) -> {out}", flush=True)
     return out
 
 
@@ -196,9 +209,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("name", choices=[*RECIPES, "all"])
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these sizes)")
     args = ap.parse_args(argv)
     for n in (RECIPES if args.name == "all" else [args.name]):
-        train(n, args.out)
+        train(n, args.out, threads=args.threads)
 
 
 if __name__ == "__main__":
