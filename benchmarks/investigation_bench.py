@@ -23,8 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -108,10 +108,45 @@ def forward_s(model_ref: str, task: str, n_prompts: int, threads: int) -> float:
     return statistics.median(times)
 
 
-def _cpu_s() -> float:
-    """CPU seconds of this process and its finished children (the kernel, once shut down)."""
-    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+class CpuMeter:
+    """CPU seconds of this process and every process below it (the sandboxed kernel runs under bubblewrap, which
+    does not hand its children's usage up when it is killed, so they are sampled while alive, every 0.5 s)."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._me = psutil.Process()
+        self._seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._c0 = self._self_cpu()
+
+    def _self_cpu(self) -> float:
+        t = self._me.cpu_times()
+        return t.user + t.system
+
+    def _sample(self) -> None:
+        import psutil
+
+        for p in self._me.children(recursive=True):
+            try:
+                t = p.cpu_times()
+                self._seen[p.pid] = max(self._seen.get(p.pid, 0.0), t.user + t.system)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            self._sample()
+
+    def __enter__(self) -> CpuMeter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.total_s = self._self_cpu() - self._c0 + sum(self._seen.values())
 
 
 def run_one(name: str, out: Path, n_prompts: int, evaluate: bool, threads: int | None,
@@ -135,13 +170,14 @@ def run_one(name: str, out: Path, n_prompts: int, evaluate: bool, threads: int |
         marks.append((time.monotonic(), dict(info)))
 
     load0 = os.getloadavg()[0]
-    cpu0, t0 = _cpu_s(), time.monotonic()
+    t0 = time.monotonic()
     cfg = RunConfig(question=f"Which components implement the {task} task?", task=task, model=model,
                     planner=Planner.OFFLINE, n_prompts=n_prompts, out=str(out / "runs"), kernel_threads=threads,
                     cell_timeout_s=cell_timeout)
-    res = start_run(cfg, on_progress=on_progress)
+    with CpuMeter() as meter:
+        res = start_run(cfg, on_progress=on_progress)
     t1 = time.monotonic()
-    cpu = _cpu_s() - cpu0
+    cpu = meter.total_s
     load1 = os.getloadavg()[0]
     phases = phase_times(t0, t1, marks)
     row: dict[str, Any] = {"model": name, "task": task, "status": res.status, **phases, "investigation_s": t1 - t0,
