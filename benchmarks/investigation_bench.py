@@ -37,52 +37,39 @@ LLAMA_7B_SHAPE = "llama-7b-shape"
 """A random-init Llama with Llama-2-7B's layers and heads (32 x 32) but d_model 256: the work an investigation
 does, counted in forwards of the batch, depends on layers x heads, not on width (for the 7B estimate)."""
 ZOO_MODELS = ["toy-ioi", "toy-induction", "toy-greater-than", "toy-pronoun", "planted-ioi", "planted-induction",
-              "toy-ioi-6l"]
+              "planted-twin-induction", "toy-ioi-6l"]
 
 
-def make_gpt2_small(out: Path, seed: int = 0) -> Path:
-    """Save the random-init GPT-2-small-shaped model (toy-IOI tokenizer) under ``out`` (once); return its folder."""
-    path = out / "models" / "gpt2-small-random"
+RANDOM_SHAPES: dict[str, dict] = {
+    GPT2_SMALL: {"arch": "gpt2", "n_positions": 64, "n_layer": 12, "n_head": 12, "n_embd": 768},
+    LLAMA_7B_SHAPE: {"arch": "llama", "hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 32,
+                     "num_attention_heads": 32, "num_key_value_heads": 32, "max_position_embeddings": 64},
+}
+"""The random-init models this bench builds (config keywords), with the toy-IOI tokenizer's vocabulary."""
+
+
+def make_random_model(name: str, out: Path, seed: int = 0) -> Path:
+    """Save the random-init model ``name`` of :data:`RANDOM_SHAPES` (toy-IOI tokenizer) under ``out`` (once);
+    return its folder."""
+    path = out / "models" / f"{name}-random"
     if (path / "config.json").is_file():
         return path
     import torch
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig
 
     from evals.zoo import zoo_path
 
     tok = AutoTokenizer.from_pretrained(zoo_path("toy-ioi"), local_files_only=True)
     torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_layer=12, n_head=12, n_embd=768,
-                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    model = GPT2LMHeadModel(cfg)
+    kw = dict(RANDOM_SHAPES[name])
+    cls = GPT2Config if kw.pop("arch") == "gpt2" else LlamaConfig
+    cfg = cls(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+              pad_token_id=tok.pad_token_id, **kw)
+    model = AutoModelForCausalLM.from_config(cfg)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     tok.save_pretrained(path)
     for p in [path, *path.iterdir()]:  # the sandbox's user must read them (save_pretrained writes 0600)
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    return path
-
-
-def make_llama_7b_shape(out: Path, seed: int = 0) -> Path:
-    """Save the random-init 32-layer, 32-head, d_model-256 Llama (toy-IOI tokenizer) under ``out`` (once)."""
-    path = out / "models" / "llama-7b-shape-random"
-    if (path / "config.json").is_file():
-        return path
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from evals.zoo import zoo_path
-
-    tok = AutoTokenizer.from_pretrained(zoo_path("toy-ioi"), local_files_only=True)
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=688, num_hidden_layers=32,
-                      num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=64,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    model = LlamaForCausalLM(cfg)
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    for p in [path, *path.iterdir()]:
         p.chmod(0o755 if p.is_dir() else 0o644)
     return path
 
@@ -158,10 +145,8 @@ def run_one(name: str, out: Path, n_prompts: int, evaluate: bool, threads: int |
     from agent.view import RunView
     from evals.zoo import zoo_entry
 
-    if name == GPT2_SMALL:
-        task, model = "toy-ioi", str(make_gpt2_small(out))
-    elif name == LLAMA_7B_SHAPE:
-        task, model = "toy-ioi", str(make_llama_7b_shape(out))
+    if name in RANDOM_SHAPES:
+        task, model = "toy-ioi", str(make_random_model(name, out))
     else:
         task, model = zoo_entry(name).task, name
     marks: list[tuple[float, dict[str, Any]]] = []

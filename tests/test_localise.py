@@ -168,3 +168,18 @@ def test_failed_screen_falls_back_to_chunked_exact_sweep(tmp_path):
     assert loc.chunks == 2 and set(loc.verified) == set(SIGNATURES)
     assert set(loc.kept) == {c for c, s in SIGNATURES.items() if abs(s.get("pat", 0)) >= 0.1}
     assert out.status == "completed"
+
+
+def test_live_view_shows_the_localisation_progress(tmp_path):
+    from agent.commands.investigate import ProgressView
+
+    _, _, progress = _run(tmp_path, big_model(IMPORTANT), cell_timeout_s=10.0, sandbox={"per_variant": 0.5})
+    view = ProgressView()
+    titles = []
+    for info in progress:
+        view.update(info)
+        titles.append(view.render().renderables[0].title)
+    assert titles[0].startswith("investigation — starting: model")  # the chosen threads and cell limit
+    assert "investigation — localise: exact check 4/24" in titles  # chunks of 4 (see above), counted
+    assert any(t.startswith("investigation — localise: redundancy") for t in titles)
+    assert titles[-1].startswith("investigation — done")
