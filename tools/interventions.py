@@ -411,6 +411,23 @@ def ablation_sweep(model: Model, batch: TaskBatch, metric: str | Metric = "logit
     return {c: base - v for c, v in out.items()}
 
 
+def _act_grads(model: Model, ids: torch.Tensor, batch: TaskBatch, metric: Metric, comps: list[Component]
+               ) -> tuple[dict, dict]:
+    """One forward of ``ids`` capturing ``comps``' sites and one backward of ``metric``: (activations, their
+    gradients; None where the metric does not depend on a site)."""
+    # Make the graph start at the embedding output, so only activation gradients are computed.
+    leaf = Edit("emb", -1, lambda x: x.detach().requires_grad_(True))
+    logits, store = _capture(model, ids, comps, edits=[leaf], grad=True)
+    keys = list(store)
+    grads = torch.autograd.grad(metric(logits, batch), [store[k] for k in keys], allow_unused=True)
+    return store, dict(zip(keys, grads, strict=True))
+
+
+def _slice(model: Model, c: Component) -> slice:
+    """A head's slice of its site's last dimension (every feature for other components)."""
+    return slice(c.head * model.d_head, (c.head + 1) * model.d_head) if c.kind is Kind.HEAD else slice(None)
+
+
 def attribution_patching(model: Model, batch: TaskBatch, metric: str | Metric = "logit_diff", components=None,
                          positions: Positions = None, direction: Direction = "clean_to_corrupt",
                          ) -> dict[Component, float]:
@@ -434,20 +451,14 @@ def attribution_patching(model: Model, batch: TaskBatch, metric: str | Metric = 
     comps = _comps(model, components)
     mask = position_mask(positions, batch, model.device)
     _, src_store = _capture(model, src, comps, early_stop=True)
-    # Make the graph start at the embedding output, so only activation gradients are computed.
-    leaf = Edit("emb", -1, lambda x: x.detach().requires_grad_(True))
-    logits, tgt_store = _capture(model, tgt, comps, edits=[leaf], grad=True)
-    m = metric(logits, batch)
-    keys = list(tgt_store)
-    grads = torch.autograd.grad(m, [tgt_store[k] for k in keys], allow_unused=True)
-    grad_of = dict(zip(keys, grads, strict=True))
+    tgt_store, grad_of = _act_grads(model, tgt, batch, metric, comps)
     out: dict[Component, float] = {}
     for c in comps:
         g = grad_of[_site(c)]
         if g is None:
             out[c] = 0.0
             continue
-        sl = slice(c.head * model.d_head, (c.head + 1) * model.d_head) if c.kind is Kind.HEAD else slice(None)
+        sl = _slice(model, c)
         delta = _take(model, src_store, c) - tgt_store[_site(c)][..., sl].detach()
         prod = (delta * g[..., sl]).sum(-1)
         if mask is not None:
@@ -475,15 +486,11 @@ def attribution_ablation(model: Model, batch: TaskBatch, metric: str | Metric = 
     metric = get_metric(metric)
     ids = _ids(batch, model)
     comps = _comps(model, components)
-    leaf = Edit("emb", -1, lambda x: x.detach().requires_grad_(True))
-    logits, store = _capture(model, ids, comps, edits=[leaf], grad=True)
-    keys = list(store)
-    grads = torch.autograd.grad(metric(logits, batch), [store[k] for k in keys], allow_unused=True)
-    grad_of = dict(zip(keys, grads, strict=True))
+    store, grad_of = _act_grads(model, ids, batch, metric, comps)
     out: dict[Component, float] = {}
     for c in comps:
         g = grad_of[_site(c)]
-        sl = slice(c.head * model.d_head, (c.head + 1) * model.d_head) if c.kind is Kind.HEAD else slice(None)
+        sl = _slice(model, c)
         out[c] = 0.0 if g is None else float((store[_site(c)][..., sl].detach() * g[..., sl]).sum())
     return out
 
