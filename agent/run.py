@@ -179,14 +179,15 @@ def start_run(cfg: RunConfig, *, sandbox_factory: SandboxFactory | None = None,
     if cfg.circuit:
         cfg = cfg.model_copy(update={"circuit": [str(c) for c in parse_components(cfg.circuit)]})
     fr = frame(cfg)
+    # local checks first (a bad --device is the user's to fix, whatever the API says)
+    res = resolve_resources(model_params(fr.model), threads=cfg.kernel_threads, cell_timeout_s=cfg.cell_timeout_s,
+                            device=cfg.device)
     backend = make_backend(cfg)
     check_backend(backend)  # a wrong key or model id fails here, before the sandbox starts
     run_id = run_id or new_run_id()
     run_dir = runs_dir(cfg.out) / run_id
     if (run_dir / "events.jsonl").exists():
         raise RunError(f"run {run_id} already exists at {run_dir}", fix=f"resume it: interp-agent resume {run_dir}")
-    res = resolve_resources(model_params(fr.model), threads=cfg.kernel_threads, cell_timeout_s=cfg.cell_timeout_s,
-                            device=cfg.device)
     cfg = cfg.model_copy(update={"kernel_threads": res.threads, "cell_timeout_s": res.cell_timeout_s,
                                  "device": res.device})
     if on_progress is not None:

@@ -419,7 +419,9 @@ def test_status_of_an_interrupted_run_lists_every_localised_component(tmp_path):
     with pytest.raises(Crash):
         start_run(RunConfig(question="Which heads move the indirect object's name?", task="toy-ioi", model="toy-ioi",
                             planner="offline", out=str(tmp_path / "runs"), n_prompts=8),
-                  sandbox_factory=fake_factory(crash_after=3))
+                  # cells: the start-up check, the localisation screen, its exact check, the redundancy check;
+                  # the crash hits the first battery cell, after the components event
+                  sandbox_factory=fake_factory(crash_after=4))
     (run,) = (tmp_path / "runs").iterdir()
     st = run_status(run)
     assert st["state"] == "interrupted"

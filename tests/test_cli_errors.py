@@ -97,5 +97,6 @@ def test_cuda_without_a_gpu_is_one_line(capsys, tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-unreachable")  # checked before the API is tried
     assert main(["investigate", "which heads?", "--task", "toy-ioi", "--device", "cuda"]) == 2
     assert "no CUDA device" in _one_error_line(capsys)

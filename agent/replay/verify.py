@@ -28,8 +28,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agent.config import KernelOptions, RunConfig
-from agent.kernel import SandboxFactory, default_sandbox_factory, setup_cells
+from agent.config import KernelOptions
+from agent.kernel import HUGE_CELL_TIMEOUT_S, SandboxFactory, default_sandbox_factory, setup_cells
 from agent.log import EVENTS_FILE, LogError, LogSchemaError, read_events
 from agent.replay.compare import ATOL, RTOL, Mismatch, compare_results
 from agent.view import CellRecord, RunView
@@ -127,16 +127,24 @@ def setup_cells_for(started: Any) -> list[str]:
 
 def logged_cell_timeout(started: Any) -> float:
     """The per-cell timeout the run used: ``config["run"]["cell_timeout_s"]`` (where :class:`RunConfig` logs it),
-    else a top-level ``cell_timeout_s``, else :class:`RunConfig`'s default.
+    else the chosen ``config["resources"]["cell_timeout_s"]`` (runs whose limit came from the model's size), else
+    a top-level ``cell_timeout_s``, else the largest default (:data:`agent.kernel.HUGE_CELL_TIMEOUT_S`: a
+    generous limit changes no number).
 
     >>> from agent.log import RunStartedEvent
-    >>> logged_cell_timeout(RunStartedEvent(run_id="r", question="q", model="m", planner="offline",
-    ...                                     config={"run": {"cell_timeout_s": 7}}))
+    >>> def started(config):
+    ...     return RunStartedEvent(run_id="r", question="q", model="m", planner="offline", config=config)
+    >>> logged_cell_timeout(started({"run": {"cell_timeout_s": 7}}))
     7.0
+    >>> logged_cell_timeout(started({"run": {"cell_timeout_s": None}, "resources": {"cell_timeout_s": 300}}))
+    300.0
+    >>> logged_cell_timeout(started({}))
+    600.0
     """
     cfg = started.config or {}
-    value = (cfg.get("run") or {}).get("cell_timeout_s") or cfg.get("cell_timeout_s")
-    return float(value or RunConfig.model_fields["cell_timeout_s"].default)
+    value = ((cfg.get("run") or {}).get("cell_timeout_s") or (cfg.get("resources") or {}).get("cell_timeout_s")
+             or cfg.get("cell_timeout_s"))
+    return float(value or HUGE_CELL_TIMEOUT_S)
 
 
 def logged_unsafe(started: Any) -> bool:
