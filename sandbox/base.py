@@ -63,6 +63,12 @@ _RCV_HWM = 8
 _NAME_CHARS = 200
 _RESULT_DEPTH = 64
 _BOOTSTRAP = """
+class __SandboxJSON__(str):
+    # Shown as itself: the reply's text/plain is then one JSON string literal, which the host reads with
+    # json.loads (linear in its size) rather than evaluating a Python repr.
+    __repr__ = str.__str__
+
+
 def __sandbox_take_result__(_limit=__LIMIT__):
     import json as _json
     g = globals()
@@ -72,10 +78,10 @@ def __sandbox_take_result__(_limit=__LIMIT__):
     try:
         text = _json.dumps(value, allow_nan=False, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
     except (TypeError, ValueError) as e:
-        return _json.dumps({"__sandbox_error__": f"_result is not JSON-serialisable: {e}"})
+        text = _json.dumps({"__sandbox_error__": f"_result is not JSON-serialisable: {e}"})
     if len(text) > _limit:
-        return _json.dumps({"__sandbox_error__": f"_result is {len(text)} bytes of JSON, over the {_limit} limit"})
-    return text
+        text = _json.dumps({"__sandbox_error__": f"_result is {len(text)} bytes of JSON, over the {_limit} limit"})
+    return __SandboxJSON__(_json.dumps(text))
 
 
 def __sandbox_cap_streams__(_cap=1 << 20):
@@ -644,20 +650,20 @@ class Sandbox(ABC):
             res["data"] = value
 
     def _parse_result(self, text: Any) -> tuple[Any, str | None]:
-        """The ``_result`` JSON from the helper's repr: bounded, validated on the host; never raises.
+        """The ``_result`` JSON from the helper's hand-back: bounded, validated on the host; never raises.
 
         The helper runs in the kernel, so the kernel can redefine it: its output is checked here as if
-        forged (a string repr of at most ~``result_bytes``, holding JSON at most ``result_bytes`` long
-        and 64 levels deep).
+        forged. It must be one JSON string literal (of at most ~``result_bytes``) holding JSON at most
+        ``result_bytes`` long and 64 levels deep. It is read with ``json.loads`` (memory linear in its
+        size), never evaluated as a Python repr: ``ast.literal_eval`` of 16 MiB of concatenated string
+        literals took 500 MiB of host memory.
         """
-        import ast
-
         lim = self.limits.result_bytes
-        if not isinstance(text, str) or text[:1] not in ("'", '"') or len(text) > 4 * lim + 16:
+        if not isinstance(text, str) or text[:1] != '"' or len(text) > 4 * lim + 16:
             return None, f"the result hand-back was not a string of at most {lim} bytes (was it redefined?)"
         try:
-            inner = ast.literal_eval(text)
-        except Exception:  # noqa: BLE001 - SyntaxError, RecursionError, MemoryError...
+            inner = json.loads(text)
+        except Exception:  # noqa: BLE001 - ValueError, RecursionError, MemoryError...
             return None, "the result hand-back could not be read (was it redefined?)"
         if not isinstance(inner, str):
             return None, "the result hand-back was not a string (was it redefined?)"

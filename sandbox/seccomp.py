@@ -33,6 +33,9 @@ DENIED = (
     # large kernel attack surface a kernel never needs
     "io_uring_setup", "io_uring_enter", "io_uring_register", "bpf", "perf_event_open", "userfaultfd",
     "fanotify_init", "lookup_dcookie", "open_by_handle_at", "name_to_handle_at",
+    # System V shared memory: segments outlive their processes and count in no process's RSS, so the memory
+    # watchdog (no cgroup) would not see them (torch and multiprocessing use /dev/shm, which is capped)
+    "shmget",
     # other processes' memory
     "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
     # mounts

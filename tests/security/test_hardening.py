@@ -79,6 +79,7 @@ def test_item01_syscalls_a_kernel_never_needs_are_filtered(sb, backend):
         "perf_event_open": (298, (None, 0, -1, -1, 0)), "io_uring_setup": (425, (1, None)),
         "userfaultfd": (323, (0,)), "unshare_user": (272, (0x10000000,)), "unshare_mount": (272, (0x00020000,)),
         "setns": (308, (-1, 0)), "clone3": (435, (None, 0)), "process_vm_readv": (310, (1, None, 0, None, 0, 0)),
+        "shmget": (29, (0, 1 << 20, 0o1600)),  # IPC_PRIVATE, 1 MiB, IPC_CREAT | 0600: memory no RSS counts
     }
     code = ("libc = ctypes.CDLL(None, use_errno=True)\nout = {}\n"
             f"for name, (nr, args) in {calls!r}.items():\n"
@@ -245,6 +246,15 @@ def test_item07_redefined_result_helper(make_box):
             assert r.status in ("ok", "error") and r.data is None, (ret, r.summary())  # data, never a host crash
         box.restart()  # the last helper breaks every later cell of this kernel (its own doing)
         alive(box)
+
+
+def test_item07_a_forged_hand_back_is_read_in_linear_memory(backend):
+    # 16 MB of concatenated string literals: ast.literal_eval of it took ~500 MiB of host memory; the hand-back
+    # is now one JSON string literal read by json.loads, and this text is refused before it is parsed
+    res = host_peak(backend, "class F:\n    def __repr__(self):\n        return \"'x'\" + \" 'x'\" * 4_000_000\n"
+                             "def __sandbox_take_result__(*a, **k):\n    return F()\n_result = 1", limits=LIMITS)
+    assert res["alive"] and res["status"] == "ok" and "hand-back" in res["stderr"], res
+    assert res["peak_mb"] - res["base_mb"] < 150, res
 
 
 def test_item07_replay_verify_survives_a_failing_sandbox(tmp_path_factory):
