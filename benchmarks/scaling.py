@@ -142,6 +142,14 @@ def progress(msg: str) -> None:
     print(f"  [{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def record(curves: dict[str, Curve], res: dict[str, float], fwd: float, x: float, label: str, what: str) -> None:
+    """One measured point on every work's curve of an axis, and its progress line."""
+    for w, t in res.items():
+        c = curves[w]
+        c.xs.append(x), c.ts.append(t), c.fwd.append(fwd), c.labels.append(label)
+    progress(f"{what}: forward {fwd * 1e3:.0f} ms, " + ", ".join(f"{w} {t:.2f} s" for w, t in res.items()))
+
+
 def run_model_axis(root: Path, shapes, sweep_max_heads: int, prompts: int, matrix_n: int) -> list[Curve]:
     curves = {w: Curve("model size", w) for w in WORKS}
     batch = make_batch(prompts, SEQ, VOCAB)
@@ -153,11 +161,8 @@ def run_model_axis(root: Path, shapes, sweep_max_heads: int, prompts: int, matri
         if len(hs) <= sweep_max_heads:
             works = {"sweep": hs, **works}
         res, fwd = measure(model, batch, works)
-        x = flops_per_token(layers, d)
-        for w, t in res.items():
-            c = curves[w]
-            c.xs.append(x), c.ts.append(t), c.fwd.append(fwd), c.labels.append(f"{layers}L x d{d} ({len(hs)} heads)")
-        progress(f"model {layers}x{d}: forward {fwd * 1e3:.0f} ms, " + ", ".join(f"{w} {t:.2f} s" for w, t in res.items()))
+        record(curves, res, fwd, flops_per_token(layers, d), f"{layers}L x d{d} ({len(hs)} heads)",
+               f"model {layers}x{d}")
         del model
     return list(curves.values())
 
@@ -170,10 +175,7 @@ def run_prompts_axis(root: Path, prompt_counts, matrix_n: int) -> list[Curve]:
     for n in prompt_counts:
         batch = make_batch(n, SEQ, VOCAB)
         res, fwd = measure(model, batch, {"sweep": hs, "attribution": hs, "matrix": spread(hs, matrix_n)})
-        for w, t in res.items():
-            c = curves[w]
-            c.xs.append(n), c.ts.append(t), c.fwd.append(fwd), c.labels.append(f"{n} prompts")
-        progress(f"{n} prompts: forward {fwd * 1e3:.0f} ms, " + ", ".join(f"{w} {t:.2f} s" for w, t in res.items()))
+        record(curves, res, fwd, n, f"{n} prompts", f"{n} prompts")
     return list(curves.values())
 
 
@@ -186,10 +188,7 @@ def run_components_axis(root: Path, counts, prompts: int) -> list[Curve]:
     for n in counts:
         comps = spread(hs, n)
         res, fwd = measure(model, batch, {"sweep": comps, "attribution": comps, "matrix": comps})
-        for w, t in res.items():
-            c = curves[w]
-            c.xs.append(n), c.ts.append(t), c.fwd.append(fwd), c.labels.append(f"{n} components")
-        progress(f"{n} components: forward {fwd * 1e3:.0f} ms, " + ", ".join(f"{w} {t:.2f} s" for w, t in res.items()))
+        record(curves, res, fwd, n, f"{n} components", f"{n} components")
     return list(curves.values())
 
 
