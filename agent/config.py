@@ -96,7 +96,7 @@ class KernelOptions(BaseModel):
 
     device: str = "cpu"
     """Where the kernel puts the model (``cpu``, ``cuda``, ``cuda:1``); a CUDA device with no ``gpus`` given
-    exposes all GPUs to the sandbox (see :attr:`RunConfig.kernel`)."""
+    exposes all GPUs to the sandbox (:func:`agent.kernel.make_kernel`)."""
 
     _gpus = field_validator("gpus")(_check_gpus)
 
@@ -112,8 +112,6 @@ class KernelOptions(BaseModel):
             kw["gpus"] = run["gpus"]
         if isinstance(run.get("device"), str) and run["device"]:
             kw["device"] = run["device"]
-            if run["device"].startswith("cuda") and not run.get("gpus"):
-                kw["gpus"] = "all"
         kw.update({k: v for k, v in override.items() if v is not None})
         return cls(**kw)
 
@@ -184,7 +182,6 @@ class RunConfig(BaseModel):
     def kernel(self) -> KernelOptions:
         """The options the sandbox factory gets."""
         return KernelOptions(model=self.model, sandbox=self.sandbox, unsafe_no_isolation=self.unsafe_no_isolation,
-                             gpus=self.gpus or ("all" if (self.device or "cpu").startswith("cuda") else None),
-                             device=self.device or "cpu")
+                             gpus=self.gpus, device=self.device or "cpu")
 
     _gpus = field_validator("gpus")(_check_gpus)

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -71,13 +70,24 @@ def tiny_setup(peers, tmp_path_factory):
 
 
 def test_ours_grid_and_ablation_are_consistent(peers, tiny_setup):
+    from tools.interventions import ablation_sweep, patch
+    from tools.metrics import get_metric
+
     path, batch, ours = tiny_setup
+    m = get_metric("logit_diff")
     heads = ours.cache_heads()
     assert heads.shape == (8, 3, 6, 64)
-    # zeroing L1H3 (the clamped (5, 3)) removes exactly that head's output from the logits' input
-    assert ours.ab == (1, 3)
-    assert not torch.allclose(ours.ablate_one(), ours.forward())
-    assert ours.sweep().shape == (2, 4) and ours.attribution().shape == (2, 4)
+    L, H = ours.ab
+    name = f"L{L}H{H}"
+    # the timed ablation is the sweep's single zero-ablation of that head
+    (eff,) = ablation_sweep(ours.model, batch, "logit_diff", components=[name], method="zero").values()
+    assert float(m(ours.forward(), batch) - m(ours.ablate_one(), batch)) == pytest.approx(eff, abs=1e-5)
+    assert abs(eff) > 1e-6
+    # the timed sweep's grid puts each head's single patch at [layer, head]
+    sweep = ours.sweep()
+    one = float(m(patch(ours.model, batch, [name]), batch) - m(ours.model(batch.corrupt_ids), batch))
+    assert float(sweep[L, H]) == pytest.approx(one, abs=1e-5)
+    assert ours.attribution().shape == (2, 4)
 
 
 @pytest.mark.slow

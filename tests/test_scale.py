@@ -114,3 +114,24 @@ def test_every_experiment_runs_in_bfloat16(arch, tmp_path):
         data = fn().model_dump(mode="json")
         assert X.RESULT_MODELS[name if name != "screen" else "sweep"].model_validate(data), name
     assert m.dtype == torch.bfloat16 and m.token_budget() == 2048
+
+
+def test_a_cuda_device_exposes_the_gpu_unless_gpus_says_which(monkeypatch, tmp_path):
+    """One rule, in make_kernel: ``--device cuda`` without ``--gpus`` gives the sandbox every GPU."""
+    import sandbox
+    from agent.config import KernelOptions, RunConfig
+    from agent.kernel import make_kernel
+
+    seen: dict = {}
+    monkeypatch.setattr(sandbox, "make_sandbox", lambda **kw: seen.update(kw) or kw)
+    for opts, want in [(dict(device="cuda", unsafe_no_isolation=True), {"gpu": True}),
+                       (dict(device="cuda", sandbox="docker"), {"gpus": True}),
+                       (dict(device="cuda:1", sandbox="docker", gpus="1,2"), {"gpus": ["1", "2"]}),
+                       (dict(unsafe_no_isolation=True), {})]:
+        seen.clear()
+        make_kernel(tmp_path, [], KernelOptions(**opts))
+        assert {k: seen[k] for k in ("gpu", "gpus") if k in seen} == want, opts
+    cfg = RunConfig(question="q?", device="cuda", unsafe_no_isolation=True)
+    seen.clear()
+    make_kernel(tmp_path, [], cfg.kernel)
+    assert seen.get("gpu") is True

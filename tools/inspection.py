@@ -239,8 +239,7 @@ def repeated_sequences(model: Model, seq_len: int | None = None, n_seqs: int = 1
 
 def subdiagonal(pattern: torch.Tensor, k: int) -> float:
     """Mean attention from each position t to t − ``k`` (``pattern``: ``[B, T, T]``); k = 1 is the previous token."""
-    T = pattern.shape[-1]
-    return float(pattern[:, torch.arange(k, T), torch.arange(0, T - k)].mean())
+    return float(pattern.diagonal(-k, dim1=-2, dim2=-1).mean())
 
 
 def head_scores(model: Model, heads=None, seq_len: int | None = None, n_seqs: int = 16, seed: int = 0,

@@ -119,7 +119,7 @@ def register(app: typer.Typer) -> None:
         executed = None
         if execute:
             nb_path = next(p for p in paths if p.suffix == ".ipynb")
-            execute_notebook(nb_path)
+            execute_notebook(nb_path, kernel=summary.kernel)
             executed = str(nb_path)
         emit({"run": str(run_dir), "written": [str(p) for p in paths], "notebook_executed": executed},
              table="\n".join([f"wrote {p}" for p in paths]

@@ -148,13 +148,14 @@ def write_notebook(s: RunSummary, run_dir: Path) -> Path:
     return path
 
 
-def execute_notebook(path: str | Path, timeout_s: int = 600, sandbox_factory: Any = None) -> Any:
+def execute_notebook(path: str | Path, timeout_s: int = 600, sandbox_factory: Any = None, kernel: Any = None) -> Any:
     """Run a notebook's code cells top to bottom in a fresh *sandbox* (never a plain host kernel: the cells
     are the run's LLM-written code) and return it with the new outputs.
 
     Raises :class:`NotebookError` on the first cell that fails and is not tagged ``raises-exception``.
     ``sandbox_factory(workspace) -> Sandbox`` defaults to an isolated local sandbox that can read the
-    run's model (:func:`agent.kernel.make_kernel`); without isolation it refuses
+    run's model (:func:`agent.kernel.make_kernel`), with the run's device and GPUs when ``kernel`` (its
+    logged :class:`agent.config.KernelOptions`) is given; without isolation it refuses
     (:class:`sandbox.errors.IsolationUnavailable`).
     """
     import shutil
@@ -168,8 +169,12 @@ def execute_notebook(path: str | Path, timeout_s: int = 600, sandbox_factory: An
         from agent.config import KernelOptions, SandboxKind
         from agent.kernel import make_kernel
 
+        base = kernel or KernelOptions()
+        opts = base.model_copy(update={"model": model or base.model, "sandbox": SandboxKind.LOCAL,
+                                       "unsafe_no_isolation": False})
+
         def sandbox_factory(ws: Path) -> Any:
-            return make_kernel(ws, [], KernelOptions(model=model, sandbox=SandboxKind.LOCAL, unsafe_no_isolation=False))
+            return make_kernel(ws, [], opts)
 
     workspace = Path(tempfile.mkdtemp(prefix="report-execute-"))
     try:

@@ -56,9 +56,9 @@ from evals.grounding import marked
 from tools import experiments as X
 
 MAX_FIGURES = 12
+"""At most this many figures per report (the first ones in log order)."""
 MAX_FIGURE_BYTES = 16 * 2**20
 """Largest logged figure file embedded in a report (the files are the kernel's: read bounded, no links)."""
-"""At most this many figures per report (the first ones in log order)."""
 
 _EFFECT_LABELS: dict[type[BaseModel], str] = {X.AblationResult: "ablation", X.PatchingResult: "patching",
                                               X.PathPatchingResult: "path patching"}

@@ -93,6 +93,7 @@ def measure(name: str, n: int = 256, seed: int = ANALYSIS_SEED) -> tuple[object,
         patching_sweep,
     )
     from tools import patch as patch_one
+    from tools.inspection import subdiagonal
 
     torch.manual_seed(0)
     model = load_zoo_model(name)
@@ -125,7 +126,7 @@ def measure(name: str, n: int = 256, seed: int = ANALYSIS_SEED) -> tuple[object,
                 after = [pats[c][rows, s2 + k, s2] for k in (1, 2, 3) if bool((s2 + k < batch.end).all())]
                 e.attn_after_s2 = float(torch.stack(after).mean()) if after else 0.0
             T = batch.seq_len
-            backs = {k: float(pats[c][:, torch.arange(k, T), torch.arange(0, T - k)].mean()) for k in (1, 2, 3, 4)}
+            backs = {k: subdiagonal(pats[c], k) for k in (1, 2, 3, 4)}
             kb = max(backs, key=backs.get)
             e.back = (kb, backs[kb])
             if "NEXT" in batch.positions:
